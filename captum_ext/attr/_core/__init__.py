@@ -1,0 +1,1 @@
+"""Implementations of the public attribution classes (one family per file)."""

@@ -1,0 +1,1 @@
+"""Private helpers for the attribution classes: grid operators, solvers, HVPs, batching."""

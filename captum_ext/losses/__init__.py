@@ -1,0 +1,3 @@
+"""Training-time losses that shape a model's attributions."""
+
+__all__: list[str] = []
