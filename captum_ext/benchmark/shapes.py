@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 CLASSES: tuple[str, ...] = ("square", "disc", "triangle", "cross", "ring", "bar")
 DOMAINS: tuple[str, ...] = ("blobs", "stripes")
+PLACEMENTS: tuple[str, ...] = ("uniform", "off_center")
 _SPLITS = {"train": 0, "test": 1}
 _SCENE_STREAM, _BACKGROUND_STREAM = 0, 1
 
@@ -47,6 +48,11 @@ def _shape_mask(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if name == "bar":
         return (np.abs(u) <= 1.0) & (np.abs(v) <= 0.25)
     raise AssertionError(f"unknown class {label}")
+
+
+def _fold_outwards(t: float) -> float:
+    """Map ``t`` in [0, 1] to [0, 1/4) or [3/4, 1]; a uniform ``t`` stays uniform there."""
+    return 0.5 * t if t < 0.5 else 0.5 + 0.5 * t
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -85,6 +91,13 @@ class SyntheticShapes(Dataset):
         domain: Background style, one of :data:`DOMAINS`. Labels, objects and masks do not
             depend on it.
         n_clutter: Number of distractor strokes and dots per image (label-free).
+        placement: Where object centres lie, one of :data:`PLACEMENTS`. ``"uniform"``
+            (default): uniform over the positions that keep the object inside the image.
+            ``"off_center"``: each centre coordinate is pushed into the outer quarter of its
+            range on either side (the fold ``t -> t/2`` or ``1/2 + t/2`` of the same uniform
+            draw, which stays uniform there), so objects sit near the corners, never centred.
+            Nothing else changes: labels, shapes, colours, clutter and backgrounds are the
+            same item for item, and no extra random numbers are drawn.
 
     Each item is ``(image, label, mask)``: a float32 tensor ``(3, size, size)`` in [0, 1], an
     int label indexing :data:`CLASSES`, and a bool tensor ``(size, size)`` that is True exactly
@@ -110,6 +123,7 @@ class SyntheticShapes(Dataset):
         split: str = "train",
         domain: str = "blobs",
         n_clutter: int = 6,
+        placement: str = "uniform",
     ) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
@@ -121,7 +135,10 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
         if not isinstance(n_clutter, int) or n_clutter < 0:
             raise ValueError(f"n_clutter must be a non-negative int, got {n_clutter!r}")
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         self.n, self.size, self.seed = n, size, seed
+        self.placement = placement
         self.split, self.domain, self.n_clutter = split, domain, n_clutter
         coords = np.arange(size, dtype=np.float64) + 0.5
         self._xx, self._yy = np.meshgrid(coords, coords)  # x: column, y: row
@@ -148,8 +165,11 @@ class SyntheticShapes(Dataset):
         scene = self._rng(index, _SCENE_STREAM)
         label = self.label(index)
         # Object geometry and colour (drawn first, so the stream layout is fixed).
-        radius = scene.uniform(0.16, 0.28) * s
+        radius = scene.uniform(0.2, 0.3) * s
         cx, cy = scene.uniform(radius + 1.0, s - radius - 1.0, size=2)
+        if self.placement == "off_center":
+            lo, span = radius + 1.0, s - 2.0 * radius - 2.0
+            cx, cy = (lo + span * _fold_outwards((c - lo) / span) for c in (cx, cy))
         theta = scene.uniform(0.0, 2.0 * math.pi)
         obj_colour = _hsv_to_rgb(scene.uniform(), scene.uniform(0.55, 1.0), scene.uniform(0.7, 1.0))
         shade_dir = scene.normal(size=2)

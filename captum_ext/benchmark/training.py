@@ -57,7 +57,7 @@ class TrainConfig:
     domain: str = "blobs"
     n_train: int = 6000
     n_test: int = 1200
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4

@@ -1,3 +1,5 @@
 """Training-time losses that shape a model's attributions."""
 
-__all__: list[str] = []
+from captum_ext.losses.pilcro import PILCRO
+
+__all__: list[str] = ["PILCRO"]
