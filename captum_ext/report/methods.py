@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
+from captum_ext.attr import RelEx
 from captum_ext.report.registry import MethodSpec, register
 
 register(
@@ -51,5 +52,16 @@ register(
         },
         quick_kwargs={"nt_samples": 8, "nt_samples_batch_size": 8},
         reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
+    )
+)
+register(
+    MethodSpec(
+        "RelEx",
+        RelEx,
+        kwargs={"n_iter": 50, "n_samples": 50, "samples_per_eval": 800},
+        quick_kwargs={"n_iter": 10, "n_samples": 8},
+        seeded=True,
+        reference="Lim, Lee & Kim 2021, Building Reliable Explanations of Unreliable Neural "
+        "Networks: Locally Smoothing Perspective of Model Interpretation",
     )
 )
