@@ -1,0 +1,481 @@
+"""ParameterSaliency: which filters of a network cause a (mis)classification.
+
+Levin et al.'s parameter-space saliency with their z-score calibration, and Wang & Sato's
+peaks-over-threshold (POT) calibration based on extreme value theory.
+
+References:
+    Levin et al., "Where do Models go Wrong? Parameter-Space Saliency Maps for Explainability",
+    NeurIPS 2022. Wang & Sato, "Understanding Parameter Saliency via Extreme Value Theory",
+    arXiv 2310.17951.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr import GradientAttribution, LayerAttribution
+from torch import Tensor, nn
+
+from captum_ext._compat import (
+    NullProgress,
+    _format_additional_forward_args,
+    _format_tensor_into_tuples,
+    _run_forward,
+    log_usage,
+    progress,
+)
+from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
+from captum_ext.attr._utils.per_sample_grads import (
+    LossFn,
+    can_use_hooks,
+    default_loss,
+    func_profiles,
+    hooks_profiles,
+    saliency_state,
+)
+from captum_ext.calibration._base import Calibration, Layout
+from captum_ext.calibration.pot import POTCalibration
+from captum_ext.calibration.zscore import STD_FLOOR, ZScoreCalibration
+
+GroupSpec = dict[str, str] | Callable[[str], str] | None
+
+
+class ParameterSaliency(LayerAttribution, GradientAttribution):
+    r"""Filter-wise parameter saliency with z-score or POT calibration.
+
+    The raw *profile* of filter ``j`` for an example ``(x, y)`` is the mean over the filter's
+    weights of ``|d loss(model(x), y) / d weight|`` (Eq. 1), with the model in eval mode and
+    ``loss`` the per-example cross-entropy by default. A filter is an output channel of a conv
+    layer, an output row of a linear layer, or one q/k/v head of an ``nn.MultiheadAttention``
+    (see :class:`~captum_ext.attr._utils.filters.FilterTable`, exposed as ``self.filters``).
+    :meth:`fit` streams a reference set once into a calibration, which turns profiles into
+    scores: z-scores (Levin et al., Eq. 2; rank descending) or POT tail probabilities (rank
+    ascending). Profiles are exact per example but computed in batches (per-sample gradients
+    through layer hooks for Conv2d/Linear, ``torch.func`` otherwise).
+
+    The papers use the **true label** as target; ``target=None`` falls back to the predicted
+    class.
+
+    Args:
+        model: A model returning ``(N, n_classes)`` logits.
+        layers: ``None`` (every ``nn.Conv2d``, Levin et al.'s choice, incl. ResNet downsample
+            convs), one module (``attribute`` returns one tensor) or a list of modules (a list of
+            tensors). Conv1d/2d/3d, ConvTranspose (groups=1), Linear and MultiheadAttention.
+        loss_fn: ``loss_fn(outputs, target) -> (N,)`` per-example losses; default
+            cross-entropy with ``reduction="none"``.
+        device_ids: Passed to :class:`captum.attr.LayerAttribution` (DataParallel models).
+
+    Examples:
+        >>> ps = ParameterSaliency(model)                     # every Conv2d
+        >>> ps.fit(val_loader, ZScoreCalibration())
+        >>> top = ps.rank(x_wrong, target=y_true, k=10)       # (N, 10) flat filter indices
+        >>> ps.filters.lookup(int(top[0, 0]))                 # ('layer4.1.conv2', 'weight', ...)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: nn.Module | list[nn.Module] | None = None,
+        loss_fn: LossFn | None = None,
+        device_ids: list[int] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self._single = isinstance(layers, nn.Module)
+        selected = (
+            default_layers(model)
+            if layers is None
+            else ([layers] if self._single else list(layers))
+        )
+        if not selected:
+            raise ValueError("layers must select at least one layer, got an empty list")
+        LayerAttribution.__init__(self, model, layers if self._single else selected, device_ids)
+        GradientAttribution.__init__(self, model)
+        self.model = model
+        self.filters = FilterTable(model, selected)
+        self.loss_fn: LossFn = loss_fn if loss_fn is not None else default_loss
+        self.calibration: Calibration | None = None
+
+    @classmethod
+    def get_name(cls) -> str:
+        return "ParameterSaliency"
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    def attribute_future(self) -> Any:
+        raise NotImplementedError("attribute_future is not implemented for ParameterSaliency")
+
+    def layout(self) -> Layout:
+        """The filter layout (layer names, counts, hash) calibrations are checked against."""
+        t = self.filters
+        return Layout(t.layer_names, t.layer_counts, t.layout_hash())
+
+    # ------------------------------------------------------------------ profiles
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        internal_batch_size: int | None = None,
+        method: str = "auto",
+        show_progress: bool = False,
+    ) -> Tensor | list[Tensor]:
+        """Raw filter profiles, exact per example.
+
+        Args:
+            inputs: A tensor or tuple of tensors, batch on dim 0.
+            target: Class per example (int, list, or ``(N,)`` tensor); ``None`` uses the
+                predicted class (the papers use the true label).
+            additional_forward_args: Extra forward arguments (tensors with batch dim N are
+                treated per example).
+            internal_batch_size: Examples per chunk (bounds memory; results do not depend on it).
+            method: ``"auto"`` (hooks if every layer is Conv2d/Linear), ``"hooks"`` or ``"func"``.
+            show_progress: Show a progress bar over chunks.
+
+        Returns:
+            ``(N, n_filters_of_layer)`` for a single layer, else a list of them (one per layer,
+            in ``named_modules()`` order).
+        """
+        prof = self.profiles(
+            inputs, target, additional_forward_args, internal_batch_size, method, show_progress
+        )
+        parts = [prof[:, s] for s in self.filters.layer_slices()]
+        return parts[0] if self._single else parts
+
+    def profiles(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        internal_batch_size: int | None = None,
+        method: str = "auto",
+        show_progress: bool = False,
+    ) -> Tensor:
+        """All selected filters' raw profiles as one ``(N, n_filters)`` tensor (flat order)."""
+        inputs = _format_tensor_into_tuples(inputs)
+        afa = _format_additional_forward_args(additional_forward_args)
+        n = _batch_size(inputs)
+        chunk = _chunk(internal_batch_size, n)
+        if method not in ("auto", "hooks", "func"):
+            raise ValueError(f"method must be 'auto', 'hooks' or 'func', got {method!r}")
+        use_hooks = can_use_hooks(self.filters) if method == "auto" else method == "hooks"
+        if use_hooks and not can_use_hooks(self.filters):
+            raise ValueError("method='hooks' supports Conv2d and Linear layers only; use 'func'")
+        weights = [
+            self.model.get_parameter(_full(b.module_name, b.param_name))
+            for bl in self.filters.blocks
+            for b in bl
+        ]
+        bar = (
+            progress(desc=f"{self.get_name()} attribution", total=-(-n // chunk))
+            if show_progress
+            else NullProgress()
+        )
+        out = []
+        try:
+            with saliency_state(self.model, weights), torch.enable_grad():
+                y = self._targets(target, n, inputs, afa, chunk)
+                for s in range(0, n, chunk):
+                    xs = tuple(x[s : s + chunk] for x in inputs)
+                    a = _slice_args(afa, s, chunk, n)
+                    ys = y[s : s + chunk]
+                    if use_hooks:
+                        p = hooks_profiles(self.model, self.filters, xs, ys, a, self.loss_fn)
+                    else:
+                        p = func_profiles(self.model, self.filters, xs, ys, a, self.loss_fn)
+                    out.append(p.detach())
+                    bar.update()
+        finally:
+            bar.close()
+        return torch.cat(out)
+
+    def _targets(
+        self, target: TargetType, n: int, inputs: tuple[Tensor, ...], afa: Any, chunk: int
+    ) -> Tensor:
+        dev = inputs[0].device
+        if target is None:
+            with torch.no_grad():
+                preds = [
+                    _run_forward(
+                        self.model,
+                        tuple(x[s : s + chunk] for x in inputs),
+                        None,
+                        _slice_args(afa, s, chunk, n),
+                    ).argmax(1)
+                    for s in range(0, n, chunk)
+                ]
+            return torch.cat(preds)
+        if isinstance(target, tuple):
+            raise ValueError(
+                "target must be an int, a list or a tensor of class indices, not a tuple"
+            )
+        if isinstance(target, int):
+            return torch.full((n,), target, dtype=torch.long, device=dev)
+        t = torch.as_tensor(target, device=dev)
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(f"target must hold integer class indices, got dtype {t.dtype}")
+        t = t.long().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(n)
+        if t.numel() != n:
+            raise ValueError(f"target must have one class per example ({n}), got {t.numel()}")
+        return t
+
+    # ------------------------------------------------------------------ calibration
+    def fit(
+        self,
+        reference_loader: Iterable,
+        calibration: Calibration | None = None,
+        show_progress: bool = False,
+        internal_batch_size: int | None = None,
+    ) -> Calibration:
+        """Stream a reference set once into ``calibration`` (default :class:`ZScoreCalibration`).
+
+        Args:
+            reference_loader: Iterable of ``(x, y, ...)`` batches (or bare ``x``: predicted
+                class); ``len(loader.dataset)``, if available, sizes POT's running top-K.
+            calibration: ``ZScoreCalibration()`` or ``POTCalibration(level=0.9)``.
+            show_progress: Progress bar over batches.
+            internal_batch_size: Chunk size for the profiles.
+
+        Returns:
+            The fitted calibration (also stored as ``self.calibration``).
+
+        Raises:
+            ValueError: an empty loader, non-finite profiles, too few examples.
+        """
+        cal = calibration if calibration is not None else ZScoreCalibration()
+        if not isinstance(cal, Calibration):
+            raise TypeError(f"calibration must be a Calibration, got {type(cal).__name__}")
+        try:
+            n_total = len(reference_loader.dataset)  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):
+            n_total = None
+        cal.begin(self.layout(), n_total)
+        seen = 0
+        bar = (
+            progress(desc=f"{self.get_name()} fit", total=None) if show_progress else NullProgress()
+        )
+        try:
+            for batch in reference_loader:
+                if isinstance(batch, (list, tuple)):
+                    x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+                else:
+                    x, y = batch, None
+                p = self.profiles(x, y, internal_batch_size=internal_batch_size)
+                cal.update(p)
+                seen += p.shape[0]
+                bar.update()
+        finally:
+            bar.close()
+        if seen == 0:
+            raise ValueError("reference_loader is empty: fit needs reference examples")
+        cal.finalize()
+        self.calibration = cal
+        return cal
+
+    def _calibration(self) -> Calibration:
+        if self.calibration is None or not self.calibration.fitted:
+            raise ValueError("no fitted calibration: call fit() or load_calibration() first")
+        self.calibration.layout.check(self.layout())
+        return self.calibration
+
+    def score(
+        self, inputs: TensorOrTupleOfTensorsGeneric, target: TargetType = None, **kwargs: Any
+    ) -> Any:
+        """Calibrated scores: z ``(N, F)`` float64, or a :class:`POTScore` for POT."""
+        cal = self._calibration()
+        return cal.score(self.profiles(inputs, target, **kwargs))
+
+    def rank(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        k: int | None = None,
+        additional_forward_args: Any = None,
+        internal_batch_size: int | None = None,
+        **rank_kwargs: Any,
+    ) -> Tensor | list[Tensor]:
+        """Flat filter rankings, most salient first.
+
+        Z-score: an ``(N, k)`` LongTensor (``rank_kwargs``: ``rank_by``, ``order``,
+        ``generator``). POT: a list of 1-D LongTensors over exceeding filters only
+        (``rank_kwargs``: ``rank_all``).
+        """
+        cal = self._calibration()
+        prof = self.profiles(inputs, target, additional_forward_args, internal_batch_size)
+        return cal.rank(prof, k=k, **rank_kwargs)
+
+    def save_calibration(self, path: str | os.PathLike) -> None:
+        """Save the fitted calibration atomically (tensors only, versioned, with the layout)."""
+        self._calibration().save(path)
+
+    def load_calibration(self, path: str | os.PathLike) -> Calibration:
+        """Load a saved calibration; ValueError if it was fitted on another layer layout."""
+        self.calibration = Calibration.load(path, layout=self.layout())
+        return self.calibration
+
+    # ------------------------------------------------------------------ summaries
+    def group_of(self, groups: GroupSpec = None) -> list[str]:
+        """Group name of every flat filter (see :meth:`group_summary`)."""
+        names = self.filters.module
+        if callable(groups):
+            return [groups(m) for m in names]
+        if isinstance(groups, dict):
+            out = []
+            for m in names:
+                hits = [p for p in groups if m == p or m.startswith(p + ".") or p == ""]
+                out.append(groups[max(hits, key=len)] if hits else m)
+            return out
+        if groups is not None:
+            raise TypeError(f"groups must be None, a dict or a callable, got {type(groups)}")
+        if any(m.startswith("layer1.") for m in names):
+            return [resnet_group(m) for m in names]
+        return list(names)
+
+    def group_summary(
+        self, rankings: Tensor | list[Tensor], groups: GroupSpec = None, k: int | None = None
+    ) -> dict[str, float]:
+        """Percentage of top-``k`` ranked filters falling in each group (paper Tables 1-2).
+
+        Args:
+            rankings: ``(N, m)`` tensor or list of 1-D rankings (flat filter indices).
+            groups: ``None``: ResNet stages by name (conv1, conv2_x..conv5_x, downsample convs
+                included) for torchvision-style ResNets, else one group per layer; a dict
+                ``{name prefix: group}`` (longest prefix wins); or ``callable(name) -> group``.
+            k: Count the first ``k`` of each ranking (default: all of it).
+
+        Returns:
+            ``{group: percent}`` over ``sum(min(k, len(ranking)))`` entries (sums to 100), with
+            every group present (0 if never ranked), in flat-index order of first appearance.
+        """
+        gof = self.group_of(groups)
+        order = list(dict.fromkeys(gof))
+        counts = dict.fromkeys(order, 0)
+        rows = list(rankings) if not isinstance(rankings, Tensor) else list(rankings.unbind(0))
+        total = 0
+        for r in rows:
+            r = r[:k] if k is not None else r
+            for f in r.tolist():
+                counts[gof[f]] += 1
+                total += 1
+        if total == 0:
+            raise ValueError("rankings are empty: nothing to summarise")
+        return {g: 100.0 * c / total for g, c in counts.items()}
+
+    # ------------------------------------------------------------------ input space
+    def input_saliency(
+        self,
+        inputs: Tensor,
+        target: TargetType = None,
+        k: int = 10,
+        boost: float = 100.0,
+        compare_random: bool = False,
+        calibrated: bool = True,
+        noise_iters: int = 1,
+        noise_percent: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Levin et al.'s projection of parameter saliency back to input space.
+
+        For each example: the (z-scored) profile ``z(x)``, differentiable in ``x``; the target
+        ``t = z.detach()`` with its top-``k`` filters (or ``k`` random ones) multiplied by
+        ``boost``; returns ``d cos(z(x), t) / dx`` (double backprop), signed, shaped like
+        ``inputs``, averaged over ``noise_iters`` copies ``(1 - p) x + p N(0, 1)``.
+
+        Requires a fitted calibration (its reference mean/std) unless ``calibrated=False``;
+        Conv2d/Linear layers only.
+        """
+        if not isinstance(inputs, Tensor):
+            raise TypeError("input_saliency takes a single input tensor")
+        if not can_use_hooks(self.filters):
+            raise ValueError("input_saliency supports Conv2d and Linear layers only")
+        if k < 1 or k > self.filters.n_filters:
+            raise ValueError(f"k must be in [1, {self.filters.n_filters}], got {k}")
+        mean = std = None
+        if calibrated:
+            cal = self._calibration()
+            if not isinstance(cal, (ZScoreCalibration, POTCalibration)):
+                raise ValueError("input_saliency needs a fitted z-score (or POT) calibration")
+            mean = cal.moments.mean.to(inputs.device, inputs.dtype)
+            s = cal.moments.std()
+            std = torch.where(s <= STD_FLOOR, torch.ones_like(s), s).to(inputs.device, inputs.dtype)
+        if generator is None:
+            generator = torch.Generator(device=inputs.device).manual_seed(torch.initial_seed())
+        n = inputs.shape[0]
+        weights = [
+            self.model.get_parameter(_full(b.module_name, b.param_name))
+            for bl in self.filters.blocks
+            for b in bl
+        ]
+        out = torch.zeros_like(inputs)
+        with saliency_state(self.model, weights), torch.enable_grad():
+            y = self._targets(target, n, (inputs,), None, n)
+            for i in range(n):
+                for _ in range(noise_iters):
+                    x = inputs[i : i + 1].detach()
+                    if noise_percent:
+                        noise = torch.randn(x.shape, generator=generator, device=x.device)
+                        x = (1 - noise_percent) * x + noise_percent * noise
+                    x = x.clone().requires_grad_(True)
+                    prof = hooks_profiles(
+                        self.model, self.filters, (x,), y[i : i + 1], None, self.loss_fn, True
+                    )
+                    z = (prof - mean) / std if calibrated else prof
+                    if compare_random:
+                        idx = torch.randperm(z.shape[1], generator=generator, device=x.device)[:k]
+                    else:
+                        idx = z.detach()[0].topk(k).indices
+                    t = z.detach().clone()
+                    t[0, idx] = t[0, idx] * boost
+                    sim = F.cosine_similarity(z, t, dim=1).sum()
+                    (g,) = torch.autograd.grad(sim, x)
+                    out[i] += g[0] / noise_iters
+        return out
+
+
+def _full(module_name: str, param_name: str) -> str:
+    return f"{module_name}.{param_name}" if module_name else param_name
+
+
+def _batch_size(inputs: tuple[Tensor, ...]) -> int:
+    if not inputs or not all(isinstance(x, Tensor) for x in inputs):
+        raise TypeError("inputs must be a tensor or a tuple of tensors")
+    n = inputs[0].shape[0] if inputs[0].dim() else 0
+    if n == 0 or any(x.dim() == 0 or x.shape[0] != n for x in inputs):
+        raise ValueError(
+            "inputs must share a non-empty batch dim 0, got shapes "
+            f"{[tuple(x.shape) for x in inputs]}"
+        )
+    for x in inputs:
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError("inputs contain non-finite values (NaN or inf)")
+    return n
+
+
+def _chunk(internal_batch_size: int | None, n: int) -> int:
+    if internal_batch_size is None:
+        return n
+    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size!r}")
+    return internal_batch_size
+
+
+def _slice_args(afa: Any, s: int, chunk: int, n: int) -> Any:
+    if afa is None:
+        return None
+    return tuple(
+        a[s : s + chunk] if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
+        for a in afa
+    )

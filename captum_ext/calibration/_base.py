@@ -1,0 +1,143 @@
+"""Shared machinery of the calibrations: the filter layout they were fitted on, save and load.
+
+A saved calibration is a ``torch.save`` of a dict holding only tensors, strings and ints (loaded
+with ``weights_only=True``), written atomically, with a format version and the layout (layer
+names, per-layer filter counts and a layout hash) that is checked on load and on use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from captum_ext._io import atomic_torch_save, safe_torch_load
+
+FORMAT_VERSION = 1
+
+
+class Layout:
+    """Layer names, per-layer filter counts and a layout hash of a filter selection."""
+
+    def __init__(self, layer_names: list[str], layer_counts: list[int], layout_hash: str) -> None:
+        self.layer_names = list(layer_names)
+        self.layer_counts = [int(c) for c in layer_counts]
+        self.layout_hash = str(layout_hash)
+
+    @property
+    def n_filters(self) -> int:
+        return sum(self.layer_counts)
+
+    def check(self, other: Layout, what: str = "model") -> None:
+        """Raise ValueError if ``other`` differs (names, counts or hash)."""
+        if (
+            self.layer_names != other.layer_names
+            or self.layer_counts != other.layer_counts
+            or self.layout_hash != other.layout_hash
+        ):
+            raise ValueError(
+                f"the calibration was fitted on a different {what} or layer selection: "
+                f"it has {len(self.layer_names)} layers / {self.n_filters} filters "
+                f"(hash {self.layout_hash}), the {what} has {len(other.layer_names)} layers / "
+                f"{other.n_filters} filters (hash {other.layout_hash})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer_names": self.layer_names,
+            "layer_counts": self.layer_counts,
+            "layout_hash": self.layout_hash,
+        }
+
+
+class Calibration:
+    """Base class: streaming ``begin``/``update``/``finalize``, ``score``, ``rank``, persistence."""
+
+    kind = "base"
+
+    def __init__(self) -> None:
+        self.layout: Layout | None = None
+        self.n_total: int | None = None
+        self.fitted = False
+
+    def begin(self, layout: Layout, n_total: int | None = None) -> None:
+        """Start a streaming fit for ``layout``; ``n_total`` is the reference size if known."""
+        self.layout = layout
+        self.n_total = n_total
+        self.fitted = False
+
+    def _check_profiles(self, profiles: Tensor) -> Tensor:
+        if not isinstance(profiles, Tensor) or profiles.dim() != 2:
+            raise ValueError(
+                "profiles must be a (N, n_filters) tensor, got "
+                f"{getattr(profiles, 'shape', profiles)}"
+            )
+        if self.layout is not None and profiles.shape[1] != self.layout.n_filters:
+            raise ValueError(
+                f"profiles have {profiles.shape[1]} filters but the calibration was fitted on "
+                f"{self.layout.n_filters}: a different model or layer selection"
+            )
+        if not torch.isfinite(profiles).all():
+            bad = (~torch.isfinite(profiles)).nonzero()
+            raise ValueError(
+                f"profiles contain {len(bad)} non-finite values (first at example "
+                f"{int(bad[0, 0])}, filter {int(bad[0, 1])})"
+            )
+        return profiles
+
+    def _require_fitted(self) -> None:
+        if not self.fitted:
+            raise ValueError(f"{type(self).__name__} is not fitted: call fit() first (or load())")
+
+    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted calibration atomically (tensors, strings and ints only)."""
+        self._require_fitted()
+        state = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "n_total": int(self.n_total or 0),
+            **self.layout.to_dict(),
+            **self.state_dict(),
+        }
+        atomic_torch_save(state, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, layout: Layout | None = None) -> Calibration:
+        """Load a saved calibration (``weights_only=True``); check it against ``layout``."""
+        state = safe_torch_load(path)
+        if not isinstance(state, dict) or "format_version" not in state:
+            raise ValueError(f"{path} is not a saved captum-ext calibration")
+        if state["format_version"] != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: unsupported calibration format version {state['format_version']} "
+                f"(this captum-ext reads version {FORMAT_VERSION})"
+            )
+        if cls.kind != "base" and state["kind"] != cls.kind:
+            raise ValueError(f"{path} holds a {state['kind']!r} calibration, not {cls.kind!r}")
+        target = cls if cls.kind != "base" else _KINDS[state["kind"]]
+        obj = target.__new__(target)
+        Calibration.__init__(obj)
+        obj.layout = Layout(state["layer_names"], state["layer_counts"], state["layout_hash"])
+        obj.n_total = state["n_total"]
+        obj.load_state_dict(state)
+        obj.fitted = True
+        if layout is not None:
+            obj.layout.check(layout)
+        return obj
+
+
+_KINDS: dict[str, type] = {}
+
+
+def register_kind(cls: type) -> type:
+    """Class decorator: make ``Calibration.load`` able to rebuild ``cls`` from its ``kind``."""
+    _KINDS[cls.kind] = cls
+    return cls

@@ -1,0 +1,150 @@
+"""Z-score calibration of parameter-saliency profiles (Levin et al., Eq. 2).
+
+``zhat_j = (sbar_j - mu_j) / sigma_j`` with the per-filter mean and unbiased standard deviation
+of the profiles over a reference set, accumulated in float64 in one streaming pass (Chan's
+merge per batch, which equals Levin et al.'s batch-1 Welford update).
+
+Reference:
+    Levin et al., "Where do Models go Wrong? Parameter-Space Saliency Maps for Explainability",
+    NeurIPS 2022.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from captum_ext.calibration._base import Calibration, register_kind
+from captum_ext.calibration.running_stats import RunningMoments
+
+#: A reference standard deviation at or below this is treated as 1 (as Levin et al.'s code does).
+STD_FLOOR = 1e-14
+
+
+def order_filters(
+    key: Tensor,
+    descending: bool,
+    k: int | None = None,
+    order: str = "most",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Rank columns per row by ``key`` with ties to the lower index; ``(N, k)`` LongTensor.
+
+    ``order="most"`` ranks most salient first, ``"least"`` reverses it, and ``"random"`` is a
+    seeded random permutation per row (a baseline; uses ``generator``).
+    """
+    n, f = key.shape
+    k = f if k is None else int(k)
+    if not 1 <= k <= f:
+        raise ValueError(f"k must be in [1, {f}], got {k}")
+    if order == "random":
+        if generator is None:
+            generator = torch.Generator().manual_seed(torch.initial_seed())
+        perms = torch.stack([torch.randperm(f, generator=generator) for _ in range(n)])
+        return perms[:, :k].to(key.device)
+    if order not in ("most", "least"):
+        raise ValueError(f"order must be 'most', 'least' or 'random', got {order!r}")
+    desc = descending if order == "most" else not descending
+    # a stable sort keeps the lower index first among ties
+    idx = torch.sort(key, dim=1, descending=desc, stable=True).indices
+    return idx[:, :k]
+
+
+@register_kind
+class ZScoreCalibration(Calibration):
+    """Per-filter z-scores against reference mean and standard deviation.
+
+    Use through :meth:`captum_ext.attr.ParameterSaliency.fit`, or stream profiles yourself
+    with :meth:`begin`, :meth:`update` (any batch split) and :meth:`finalize`.
+
+    Examples:
+        >>> cal = ps.fit(loader, ZScoreCalibration())
+        >>> z = ps.score(x, target=y)          # (N, n_filters) float64
+        >>> top = ps.rank(x, target=y, k=10)   # (N, 10) flat filter indices
+    """
+
+    kind = "zscore"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moments = RunningMoments()
+        self.mean: Tensor | None = None
+        self.std: Tensor | None = None
+
+    def begin(self, layout: Any, n_total: int | None = None) -> None:
+        """Start a streaming fit for ``layout`` (``n_total``: reference size, if known)."""
+        super().begin(layout, n_total)
+        self.moments = RunningMoments()
+
+    def update(self, profiles: Tensor) -> None:
+        """Add a batch of reference profiles ``(n, n_filters)``."""
+        self.moments.update(self._check_profiles(profiles))
+
+    def merge(self, other: ZScoreCalibration) -> ZScoreCalibration:
+        """Merge another (unfinalized) accumulator of the same layout into this one."""
+        if self.layout is not None and other.layout is not None:
+            self.layout.check(other.layout, "layout")
+        self.moments.merge(other.moments)
+        return self
+
+    def finalize(self) -> ZScoreCalibration:
+        """Compute mean and std; ValueError with fewer than 2 reference examples."""
+        if self.moments.count < 2:
+            raise ValueError(
+                f"the z-score calibration needs at least 2 reference examples, got "
+                f"{self.moments.count}"
+            )
+        self.mean = self.moments.mean.clone()
+        self.std = self.moments.std()
+        self.n_total = self.moments.count
+        self.fitted = True
+        return self
+
+    def score(self, profiles: Tensor) -> Tensor:
+        """``(profiles - mean) / std`` in float64, ``(N, n_filters)``; std <= 1e-14 counts as 1."""
+        self._require_fitted()
+        p = self._check_profiles(profiles).to(torch.float64)
+        std = torch.where(self.std <= STD_FLOOR, torch.ones_like(self.std), self.std)
+        return (p - self.mean.to(p.device)) / std.to(p.device)
+
+    def rank(
+        self,
+        profiles: Tensor,
+        k: int | None = None,
+        rank_by: str = "z",
+        order: str = "most",
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Flat filter indices ``(N, k)``, most salient first (descending z, ties to lower index).
+
+        Args:
+            profiles: Raw profiles ``(N, n_filters)``.
+            k: Keep the top ``k`` (default: all).
+            rank_by: ``"z"`` or ``"abs_z"`` (also surfaces unusually small gradients).
+            order: ``"most"``, ``"least"`` (ascending) or ``"random"`` (seeded baseline).
+            generator: Randomness for ``order="random"``.
+        """
+        z = self.score(profiles)
+        if rank_by not in ("z", "abs_z"):
+            raise ValueError(f"rank_by must be 'z' or 'abs_z', got {rank_by!r}")
+        key = z.abs() if rank_by == "abs_z" else z
+        return order_filters(key, True, k, order, generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted state: tensors and plain numbers only."""
+        return {
+            "count": int(self.moments.count),
+            "mean": self.moments.mean.cpu(),
+            "m2": self.moments.m2.cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the fitted state written by :meth:`state_dict`."""
+        self.moments = RunningMoments()
+        self.moments.count = int(state["count"])
+        self.moments.mean = state["mean"].to(torch.float64)
+        self.moments.m2 = state["m2"].to(torch.float64)
+        self.mean = self.moments.mean.clone()
+        self.std = self.moments.std()
