@@ -38,6 +38,10 @@ PRESETS: dict[str, dict[str, float]] = {
 #: Upper end of the uniform initialisation of the mask, U[0, INIT_SCALE).
 INIT_SCALE = 0.01
 
+#: Default rows per forward on CPU: large batches of small images thrash the caches (128-row
+#: passes measured about 2.5x faster than 800-row passes for ``small_cnn`` at 32 x 32).
+CPU_SAMPLES_PER_EVAL = 128
+
 #: Epsilon of the reference code inside ``log(1 - p + eps)`` (``reference_numerics=True``).
 REFERENCE_EPS = 1e-7
 
@@ -150,8 +154,9 @@ class RelEx(GradientAttribution):
                 ``-log(p_c) - lambda2 * log(1 - p_c + 1e-7)``, instead of the stable
                 log-softmax / log-sum-exp form.
             samples_per_eval: Model inputs per forward pass. None evaluates all
-                ``N * 2 * n_samples`` copies of a step in one pass. Results do not depend on it
-                beyond floating-point summation order.
+                ``N * 2 * n_samples`` copies of a step in one pass on accelerators, and at most
+                128 per pass on CPU (faster there). Results do not depend on it beyond
+                floating-point summation order.
             generator: A ``torch.Generator``; per-example streams are spawned from it by
                 ``torch.randint(0, 2**62, (N,), generator=generator)`` seeds. Or a sequence of
                 N generators, one per example, used directly. None: a generator seeded with
@@ -180,7 +185,8 @@ class RelEx(GradientAttribution):
         num = inputs_t[0].shape[0]
         rows = num * 2 * n_samples
         if samples_per_eval is None:
-            samples_per_eval = rows
+            on_cpu = inputs_t[0].device.type == "cpu"
+            samples_per_eval = min(rows, CPU_SAMPLES_PER_EVAL) if on_cpu else rows
         _check_positive_int("samples_per_eval", samples_per_eval)
         generators = _example_generators(generator, num, inputs_t[0].device)
         inputs_t = tuple(x.detach() for x in inputs_t)
