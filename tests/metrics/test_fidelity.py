@@ -34,16 +34,10 @@ def reference_curve(model, image, smap, target, kind, k, fill):
     if kind == "preservation":
         order = sorted(range(h * w), key=lambda i: (values[i], i))
     n = math.ceil(h * w / k)
+    x, src = (fill.clone(), image) if kind == "insertion" else (image.clone(), fill)
     ys = []
     for step in range(n + 1):
-        chosen = order[: min(step * k, h * w)]
-        if kind == "insertion":
-            x = fill.clone()
-            src = image
-        else:
-            x = image.clone()
-            src = fill
-        for idx in chosen:
+        for idx in order[max(0, (step - 1) * k) : min(step * k, h * w)]:
             r, c = divmod(idx, w)
             x[:, r, c] = src[:, r, c]
         with torch.no_grad():

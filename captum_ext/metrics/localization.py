@@ -1,0 +1,112 @@
+"""Localisation against ground-truth masks: pointing game and energy-based pointing game.
+
+- Pointing game (Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop"; TorchRay's
+  implementation): a hit when the maximum of the signed map ``sum_c A`` lies inside the mask;
+  ties go to the first position in row-major order. With ``tolerance`` (pixels, TorchRay used 15
+  at full resolution), a hit when any mask pixel lies within that Euclidean radius.
+- Energy-based pointing game (Wang et al. 2020, "Score-CAM"): the share of positive mass inside
+  the mask, ``sum_{p in mask} s+_p / sum_p s+_p`` with ``s+ = max(sum_c A, 0)``.
+
+Both return per-example values of shape (N,). The embedded ``SyntheticShapes`` benchmark provides
+exact object masks.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from captum_ext._compat import log_usage
+from captum_ext.metrics._maps import as_tensor, reduce_map
+
+
+def _maps_and_masks(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    smap = reduce_map(attributions, "sum")
+    as_tensor("masks", masks)
+    if masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.shape != smap.shape:
+        raise ValueError(
+            f"masks must have shape (N, H, W) = {tuple(smap.shape)} (or (N, 1, H, W)) to match "
+            f"the attributions, got {tuple(masks.shape)}"
+        )
+    if masks.dtype != torch.bool:
+        if not bool(((masks == 0) | (masks == 1)).all()):
+            raise ValueError("masks must be boolean or hold only 0 and 1")
+        masks = masks.bool()
+    return smap, masks.to(smap.device)
+
+
+@log_usage()
+def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor:
+    """Pointing game: is the maximum of the signed map ``sum_c A`` inside the mask?
+
+    Args:
+        attributions: Attributions (N, C, H, W) or maps (N, H, W).
+        masks: Ground-truth masks (N, H, W) or (N, 1, H, W), boolean or 0/1.
+        tolerance: Radius in pixels; a hit when a mask pixel lies within this Euclidean
+            distance of the maximum (0: the maximum itself must be inside).
+
+    Returns:
+        Hits as floats (1.0 or 0.0), shape (N,).
+
+    Examples:
+        >>> attr = torch.zeros(1, 3, 4, 4)
+        >>> attr[0, :, 1, 2] = 1.0
+        >>> mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+        >>> mask[0, 1, 2] = True
+        >>> pointing_game(attr, mask)
+        tensor([1.])
+    """
+    smap, masks = _maps_and_masks(attributions, masks)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    n, _, w = smap.shape
+    # argmax returns the first maximal index in row-major order
+    flat = smap.reshape(n, -1).argmax(1)
+    row, col = flat // w, flat % w
+    if tolerance == 0:
+        return masks.reshape(n, -1)[torch.arange(n, device=smap.device), flat].to(smap.dtype)
+    h = smap.shape[1]
+    rr = torch.arange(h, device=smap.device, dtype=smap.dtype).view(1, h, 1)
+    cc = torch.arange(w, device=smap.device, dtype=smap.dtype).view(1, 1, w)
+    dist2 = (rr - row.view(n, 1, 1)) ** 2 + (cc - col.view(n, 1, 1)) ** 2
+    near = dist2 <= float(tolerance) ** 2
+    return (near & masks).reshape(n, -1).any(1).to(smap.dtype)
+
+
+@log_usage()
+def energy_pointing_game(attributions: Tensor, masks: Tensor) -> Tensor:
+    """Energy-based pointing game (Score-CAM): share of positive mass inside the mask.
+
+    Args:
+        attributions: Attributions (N, C, H, W) or maps (N, H, W); ``s+ = max(sum_c A, 0)``.
+        masks: Ground-truth masks (N, H, W) or (N, 1, H, W), boolean or 0/1.
+
+    Returns:
+        ``sum_{p in mask} s+_p / sum_p s+_p`` per example, shape (N,), in [0, 1]. A map without
+        positive mass scores 0 (with a warning).
+
+    Examples:
+        >>> attr = torch.tensor([[[1.0, 3.0], [-2.0, 0.0]]])
+        >>> mask = torch.tensor([[[False, True], [True, True]]])
+        >>> energy_pointing_game(attr, mask)
+        tensor([0.7500])
+    """
+    smap, masks = _maps_and_masks(attributions, masks)
+    pos = smap.clamp(min=0)
+    total = pos.sum(dim=(1, 2))
+    inside = (pos * masks).sum(dim=(1, 2))
+    empty = total == 0
+    if bool(empty.any()):
+        warnings.warn(
+            f"{int(empty.sum())} map(s) have no positive mass; their energy is set to 0",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return torch.where(empty, torch.zeros_like(total), inside / torch.where(empty, 1.0, total))
+
+
+__all__ = ["energy_pointing_game", "pointing_game"]
