@@ -144,3 +144,9 @@ def test_upsample_nearest_and_cell_sizes():
     assert sizes.sum() == 35
     counts = torch.bincount(up.flatten().long(), minlength=6).reshape(2, 3)
     assert torch.equal(counts, sizes)
+    # integer factors take the block-repetition path; same result as the index map
+    z = torch.randn(2, 3, 4, 7)
+    up = upsample_nearest(z, (8, 21))
+    ref = torch.nn.functional.interpolate(z, size=(8, 21), mode="nearest")
+    assert torch.equal(up, ref)
+    assert torch.equal(cell_sizes((8, 21), (4, 7)), torch.full((4, 7), 6))

@@ -1,0 +1,265 @@
+"""LEG and LEG-TV: recovery of known linear models, the paper's limits, the Captum contract."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from captum.attr import NoiseTunnel
+from captum.metrics import infidelity
+
+from captum_ext.attr import LEG, LEGTV, leg_saliency_map
+
+H = 16
+GRID = (8, 8)
+
+
+def block_weights(channels: int = 2) -> torch.Tensor:
+    """Weights constant on the 2 x 2 pixel cells of an 8 x 8 grid over 16 x 16 inputs."""
+    w = torch.zeros(1, channels, H, H)
+    w[:, 0, 2:8, 2:8] = 1.0
+    if channels > 1:
+        w[:, 1, 8:14, 6:12] = -0.5
+    return w
+
+
+def linear(w: torch.Tensor):
+    return lambda x: (x * w).flatten(1).sum(1)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tv(a: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation of maps over their last two dims."""
+    return (a[..., 1:, :] - a[..., :-1, :]).abs().sum() + (a[..., 1:] - a[..., :-1]).abs().sum()
+
+
+def rel_err(a: torch.Tensor, w: torch.Tensor) -> float:
+    return ((a - w).norm() / (w.expand_as(a)).norm()).item()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.rand(2, 2, H, H, generator=gen(42))
+
+
+def test_leg_recovers_linear_model_at_the_statistical_rate(x):
+    w = block_weights()
+    f = linear(w)
+    # 10x more samples: the error falls like 1/sqrt(n) (factor 3.16); averaged over seeds
+    err = {
+        n: sum(
+            rel_err(LEG(f).attribute(x, n_samples=n, grid=GRID, generator=gen(s)), w)
+            for s in range(3)
+        )
+        / 3
+        for n in (300, 3000)
+    }
+    assert err[3000] < 0.45
+    assert 2.2 < err[300] / err[3000] < 4.5
+    # the isotropic scheme estimates the same gradient
+    iso = LEG(f).attribute(x, n_samples=3000, grid=GRID, covariance="isotropic", generator=gen())
+    assert rel_err(iso, w) < 0.6
+
+
+def test_legtv_beats_leg_at_equal_n(x):
+    w = block_weights()
+    f = linear(w)
+    for s in range(2):
+        leg = LEG(f).attribute(x, n_samples=400, grid=GRID, generator=gen(s))
+        tv = LEGTV(f).attribute(x, n_samples=400, grid=GRID, generator=gen(s))
+        assert rel_err(tv, w) < 0.85 * rel_err(leg, w)
+
+
+@pytest.mark.parametrize("boundary", ["padded", "none"])
+def test_legtv_limits(x, boundary):
+    f = linear(block_weights())
+    kw = {"n_samples": 200, "grid": GRID, "boundary": boundary}
+    leg = LEG(f).attribute(x, generator=gen(), **kw)
+    # Lemma 3: L = 0 gives empirical LEG (the mean rule removes the shift of the paper's D)
+    at0 = LEGTV(f).attribute(x, K_L=0.0, generator=gen(), **kw)
+    torch.testing.assert_close(at0, leg, atol=1e-4 * leg.abs().max().item(), rtol=0)
+    at1 = LEGTV(f).attribute(x, K_L=1.0, generator=gen(), **kw)
+    if boundary == "padded":
+        assert torch.all(at1 == 0)
+    else:  # zero TV: constant per channel, at the mean of LEG
+        flat = at1.flatten(2)
+        torch.testing.assert_close(flat, flat[..., :1].expand_as(flat))
+        torch.testing.assert_close(flat.mean(-1), leg.flatten(2).mean(-1), rtol=1e-5, atol=1e-7)
+
+
+def test_constant_model_gives_exact_zeros(x):
+    f = lambda inp: torch.full((inp.shape[0],), 0.3)  # noqa: E731
+    assert torch.all(LEGTV(f).attribute(x, n_samples=20, grid=GRID) == 0)
+    assert torch.all(LEG(f).attribute(x, n_samples=20, grid=GRID) == 0)
+
+
+def test_sanity_check_on_trained_cnn(shapes_model, shapes_batch):
+    images, labels, masks = shapes_batch
+    images, labels, masks = images[:4], labels[:4], masks[:4]
+    model = shapes_model.model.eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    legtv = LEGTV(lambda inp: torch.softmax(model(inp), 1))
+    kw = {"n_samples": 300, "grid": (16, 16), "perturbations_per_eval": 100}
+    attr = legtv.attribute(images, target=labels, generator=gen(), **kw)
+    assert attr.shape == images.shape and attr.abs().sum() > 0
+    # the saliency sits on the object: more mass per pixel inside the mask than outside
+    sal = leg_saliency_map(attr)
+    inside = (sal * masks).flatten(1).sum(1) / masks.flatten(1).sum(1)
+    outside = (sal * ~masks).flatten(1).sum(1) / (~masks).flatten(1).sum(1)
+    assert (inside > outside).float().mean() >= 0.75
+    # randomising the logits layer: output no longer depends on the input -> exactly zero
+    rand = copy.deepcopy(model)
+    with torch.no_grad():
+        rand.fc.weight.zero_()
+    zero = LEGTV(lambda inp: torch.softmax(rand(inp), 1)).attribute(
+        images, target=labels, generator=gen(), **kw
+    )
+    assert torch.all(zero == 0)
+    for k, v in model.state_dict().items():  # no side effects on the model
+        assert torch.equal(v, state[k])
+
+
+def test_tuple_inputs_share_evaluations_and_additional_args():
+    w1 = block_weights(2)
+    w2 = torch.zeros(1, 1, H, H)
+    w2[..., 4:12, 0:8] = 0.25  # constant on the 4 x 4-pixel cells of a 4 x 4 grid
+    x1 = torch.rand(3, 2, H, H, generator=gen(1))
+    x2 = torch.rand(3, 1, H, H, generator=gen(2))
+
+    def f(a, b, scale):
+        return scale * ((a * w1).flatten(1).sum(1) + (b * w2).flatten(1).sum(1))
+
+    out = LEG(f).attribute(
+        (x1, x2),
+        additional_forward_args=(2.0,),
+        n_samples=2000,
+        grid=[GRID, (4, 4)],
+        generator=gen(),
+    )
+    assert isinstance(out, tuple) and out[0].shape == x1.shape and out[1].shape == x2.shape
+    assert rel_err(out[0], 2 * w1) < 0.6
+    assert rel_err(out[1], 2 * w2) < 0.6
+    tv = LEGTV(f).attribute((x1, x2), additional_forward_args=(2.0,), n_samples=50, grid=GRID)
+    assert isinstance(tv, tuple) and tv[1].shape == x2.shape
+
+
+def test_targets_and_batch_independence():
+    w = torch.cat([block_weights(2), -block_weights(2).flip(-1)])  # two outputs
+
+    def f(inp):
+        return torch.einsum("nchw,kchw->nk", inp, w)
+
+    xb = torch.rand(8, 2, H, H, generator=gen(5))
+    targets = [0, 1, 1, 0, 1, 0, 0, 1]
+    kw = {"n_samples": 64, "grid": GRID, "perturbations_per_eval": 16}
+    as_list = LEGTV(f).attribute(xb, target=targets, generator=gen(), **kw)
+    as_tensor = LEGTV(f).attribute(xb, target=torch.tensor(targets), generator=gen(), **kw)
+    torch.testing.assert_close(as_list, as_tensor)
+    # each example's attribution equals a batch-of-1 run with an int target
+    for i in (0, 5):
+        one = LEGTV(f).attribute(xb[i : i + 1], target=targets[i], generator=gen(), **kw)
+        torch.testing.assert_close(one[0], as_list[i], atol=1e-6, rtol=1e-5)
+
+
+def test_determinism_batch_knob_and_no_global_rng_use(x):
+    f = linear(block_weights())
+    a = LEG(f).attribute(x, n_samples=50, grid=GRID, perturbations_per_eval=7, generator=gen(3))
+    b = LEG(f).attribute(x, n_samples=50, grid=GRID, perturbations_per_eval=50, generator=gen(3))
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    state = torch.get_rng_state()
+    c = LEG(f).attribute(x, n_samples=50, grid=GRID)
+    d = LEG(f).attribute(x, n_samples=50, grid=GRID)
+    assert torch.equal(c, d) and torch.equal(torch.get_rng_state(), state)
+    anti = LEG(f).attribute(x, n_samples=50, grid=GRID, antithetic=True, generator=gen(3))
+    assert anti.shape == x.shape and not torch.equal(anti, a)
+
+
+def test_solution_path_reuses_evaluations(x):
+    f = linear(block_weights())
+    kw = {"n_samples": 100, "grid": GRID}
+    path = LEGTV(f).solution_path(x, K_L=(1.0, 0.1, 0.0), generator=gen(), **kw)
+    assert len(path) == 3 and torch.all(path[0] == 0)
+    single = LEGTV(f).attribute(x, K_L=0.1, generator=gen(), **kw)
+    assert tv(path[1]).item() == pytest.approx(tv(single).item(), rel=1e-4)
+    torch.testing.assert_close(
+        path[2],
+        LEG(f).attribute(x, generator=gen(), **kw),
+        atol=1e-4 * path[2].abs().max().item(),
+        rtol=0,
+    )
+
+
+def test_captum_contract(x):
+    f = linear(block_weights())
+    leg, legtv = LEG(f), LEGTV(f)
+    assert not leg.multiplies_by_inputs and not legtv.multiplies_by_inputs
+    assert not leg.has_convergence_delta()
+    assert leg.get_name() == "LEG" and legtv.get_name() == "LEG-TV"
+    with pytest.raises(NotImplementedError):
+        legtv.attribute_future(x)
+    # NoiseTunnel: for a linear model the draws' responses do not depend on x0, and the default
+    # generator gives the same draws each call, so the smoothed map equals the plain one
+    nt = NoiseTunnel(leg).attribute(
+        x, nt_type="smoothgrad", nt_samples=3, stdevs=0.05, n_samples=40, grid=GRID
+    )
+    torch.testing.assert_close(nt, leg.attribute(x, n_samples=40, grid=GRID), rtol=1e-4, atol=1e-5)
+    # infidelity with a perturbation whose response LEG models exactly: LEG beats a zero map
+    attr = leg.attribute(x, n_samples=2000, grid=GRID, generator=gen())
+
+    def perturb(inp):
+        noise = torch.nn.functional.interpolate(
+            0.05 * torch.randn(inp.shape[0], 2, *GRID), size=(H, H), mode="nearest"
+        )
+        return noise, inp - noise
+
+    torch.manual_seed(0)
+    inf_leg = infidelity(f, perturb, x, attr, n_perturb_samples=20)
+    torch.manual_seed(0)
+    inf_zero = infidelity(f, perturb, x, torch.zeros_like(attr), n_perturb_samples=20)
+    assert inf_leg.shape == (2,) and torch.all(inf_leg < 0.2 * inf_zero)
+
+
+def test_show_progress(x, capsys):
+    LEG(linear(block_weights())).attribute(
+        x, n_samples=8, grid=GRID, perturbations_per_eval=4, show_progress=True
+    )
+    assert "LEG attribution" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": 1}, "n_samples"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"grid": (32, 8)}, "larger than"),
+        ({"K_L": 1.5}, "K_L"),
+        ({"solver": "gurobi"}, "solver"),
+        ({"L": -1.0}, "L must"),
+        ({"covariance": "full"}, "covariance"),
+        ({"perturbations_per_eval": 0}, "perturbations_per_eval"),
+        ({"antithetic": True, "n_samples": 5}, "even"),
+    ],
+)
+def test_bad_arguments(x, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LEGTV(linear(block_weights())).attribute(x, **{"n_samples": 10, **kwargs})
+
+
+def test_bad_inputs_and_outputs(x):
+    f = linear(block_weights())
+    with pytest.raises(ValueError, match="at least 3-D"):
+        LEG(lambda a: a.sum(1)).attribute(torch.rand(4, 16), n_samples=4)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        LEG(f).attribute(bad, n_samples=4)
+    with pytest.raises(ValueError, match="non-finite"):
+        LEG(lambda a: f(a) / 0.0).attribute(x, n_samples=4)
+    with pytest.raises(ValueError, match="one scalar per example"):
+        LEG(lambda a: a.flatten(1)[:, :3]).attribute(x, n_samples=4)
+    with pytest.warns(UserWarning, match="per-pixel perturbation std"):
+        LEG(f).attribute(x, n_samples=4, sigma=0.3)
