@@ -227,6 +227,8 @@ def test_vectorised_equals_per_example_and_batch_knob() -> None:
         torch.testing.assert_close(batch[i : i + 1], alone, rtol=0, atol=1e-5)
     chunked = relex.attribute(x, generator=_gens(11, 12, 13), samples_per_eval=7, **kw)
     torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-5)
+    nhwc = relex.attribute(x, generator=_gens(11, 12, 13), channels_last=True, **kw)
+    torch.testing.assert_close(nhwc, batch, rtol=0, atol=1e-5)
     # a single generator spawns per-example streams with the documented seeds
     single = relex.attribute(x, generator=torch.Generator().manual_seed(5), **kw)
     seeds = torch.randint(0, 2**62, (3,), generator=torch.Generator().manual_seed(5)).tolist()

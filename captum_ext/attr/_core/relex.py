@@ -128,6 +128,7 @@ class RelEx(GradientAttribution):
         preset: str = "code",
         reference_numerics: bool = False,
         samples_per_eval: int | None = None,
+        channels_last: bool = False,
         generator: GeneratorArg = None,
         show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric:
@@ -157,6 +158,9 @@ class RelEx(GradientAttribution):
                 ``N * 2 * n_samples`` copies of a step in one pass on accelerators, and at most
                 128 per pass on CPU (faster there). Results do not depend on it beyond
                 floating-point summation order.
+            channels_last: Pass 4-D copies to the model in ``torch.channels_last`` memory
+                format (same values; about 1.5x faster for ``small_cnn`` on CPU). Off by
+                default because models that ``view`` their input need contiguous tensors.
             generator: A ``torch.Generator``; per-example streams are spawned from it by
                 ``torch.randint(0, 2**62, (N,), generator=generator)`` seeds. Or a sequence of
                 N generators, one per example, used directly. None: a generator seeded with
@@ -233,6 +237,7 @@ class RelEx(GradientAttribution):
                     samples_per_eval,
                     reference_numerics,
                     bar,
+                    channels_last,
                 )
                 grads = normalise_per_example(grads)
                 if buf is None:
@@ -256,6 +261,7 @@ def relex_objective(
     samples_per_eval: int,
     reference_numerics: bool = False,
     bar: Any = None,
+    channels_last: bool = False,
 ) -> tuple[tuple[Tensor, ...], Tensor]:
     """The RelEx objective J and its gradient with respect to the masks, for fixed noisy copies.
 
@@ -276,6 +282,7 @@ def relex_objective(
         samples_per_eval: Rows per forward.
         reference_numerics: Use the reference code's ``-log p``, ``log(1 - p + 1e-7)``.
         bar: Progress object (``update()`` per forward), or None.
+        channels_last: Give 4-D model inputs the ``torch.channels_last`` memory format.
 
     Returns:
         ``(grads, J)``: per input tensor the gradient ``dJ/dm`` ``(M, *s)`` (including
@@ -298,7 +305,8 @@ def relex_objective(
         xs = tuple(f.index_select(0, sample_idx) for f in flat)
         with torch.enable_grad():
             leaves = tuple(
-                (x * c.index_select(0, coef_idx)).requires_grad_() for x, c in zip(xs, coefs)
+                _memory_format(x * c.index_select(0, coef_idx), channels_last).requires_grad_()
+                for x, c in zip(xs, coefs)
             )
             logits = _run_forward(forward_func, leaves, None, _slice_args(row_args, start, stop))
             _check_logits(logits, stop - start, "a masked noisy copy")
@@ -359,6 +367,12 @@ def _row_losses(
         )
         bg = log_z - others.logsumexp(1)
     return torch.where(background, lambda2 * bg, fg)
+
+
+def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def _slice_args(args: tuple[Any, ...] | None, start: int, stop: int) -> tuple | None:
