@@ -11,12 +11,15 @@ from torch import nn
 
 from captum_ext._compat import NullProgress, progress
 from captum_ext.benchmark.training import TrainedModel, load_data, train
+from captum_ext.metrics.summary import evaluate_attributions
 from captum_ext.report.registry import METHODS, MethodSpec
 
 #: Misclassified test images the report tries to include, as a fraction of ``n_images``.
 WRONG_FRACTION = 0.25
 #: How many test images are scanned for misclassified ones.
 SCAN = 600
+#: Max-sensitivity samples per image (Captum's default is 10; each one re-runs the method).
+SENSITIVITY_SAMPLES = {False: 10, True: 2}
 
 
 @dataclass
@@ -52,7 +55,8 @@ class ReportData:
     indices: list[int]
     class_names: Sequence[str]
     results: list[MethodResult]
-    extras: dict = field(default_factory=dict)
+    quick: bool = False
+    sensitivity_samples: int = 0
 
 
 def select_images(
@@ -112,6 +116,48 @@ def run_methods(
     return results
 
 
+def score_methods(
+    results: Sequence[MethodResult],
+    specs: Sequence[MethodSpec],
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    masks: torch.Tensor | None,
+    quick: bool,
+    show_progress: bool = True,
+    seed: int = 0,
+) -> None:
+    """Fill each successful result's ``metrics`` with :func:`evaluate_attributions` scores.
+
+    Max-sensitivity re-runs the method on perturbed inputs (:data:`SENSITIVITY_SAMPLES` times);
+    a metric failure is recorded in ``error`` and does not stop the report.
+    """
+    bar = progress(desc="captum-ext metrics", total=len(specs)) if show_progress else NullProgress()
+    try:
+        for res, spec in zip(results, specs):
+            if res.attributions is not None:
+                try:
+                    scores = evaluate_attributions(
+                        model,
+                        inputs,
+                        res.attributions,
+                        target,
+                        masks,
+                        explain=lambda x, t, spec=spec: spec.run(model, x, t, quick, seed),
+                        multiply_by_inputs=bool(
+                            getattr(spec.build(model), "multiplies_by_inputs", False)
+                        ),
+                        n_sensitivity_samples=SENSITIVITY_SAMPLES[quick],
+                        generator=torch.Generator(device=inputs.device).manual_seed(seed),
+                    )
+                    res.metrics = {k: [float(v) for v in vals] for k, vals in scores.items()}
+                except Exception as err:  # noqa: BLE001 - reported, like method failures
+                    res.error = f"metrics failed: {type(err).__name__}: {err}"
+            bar.update()
+    finally:
+        bar.close()
+
+
 def build_report_data(
     dataset_name: str,
     model_name: str,
@@ -135,6 +181,8 @@ def build_report_data(
     specs = [METHODS[name] for name in method_names]
     log(f"Explaining {len(indices)} test images with {len(specs)} methods ...")
     results = run_methods(specs, model, images, predictions, quick, show_progress)
+    log("Scoring the attributions (fidelity, infidelity, max-sensitivity, localisation) ...")
+    score_methods(results, specs, model, images, predictions, masks, quick, show_progress)
     return ReportData(
         trained=trained,
         images=images,
@@ -144,4 +192,6 @@ def build_report_data(
         indices=list(indices),
         class_names=list(test_set.classes),
         results=results,
+        quick=quick,
+        sensitivity_samples=SENSITIVITY_SAMPLES[quick],
     )
