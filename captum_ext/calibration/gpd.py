@@ -93,29 +93,44 @@ def gpd_loglik(peaks: Tensor, xi: Tensor, sigma: Tensor, counts: Tensor | None =
 
 def _w(y: Tensor, pad: Tensor, n: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """Grimshaw's ``w(theta)`` and ``xi(theta)`` for rows of padded (with zeros) scaled peaks."""
-    s = torch.addcmul(torch.ones_like(y), theta[:, None], y)
-    mlog = torch.log(s).sum(1) / n
-    minv = (s.reciprocal().sum(1) - pad) / n
+    t = y * theta[:, None]
+    mlog = torch.log1p(t).sum(1) / n
+    minv = (t.add_(1).reciprocal_().sum(1) - pad) / n
     return (1 + mlog) * minv - 1, mlog
 
 
 def _illinois(
     y: Tensor, pad: Tensor, n: Tensor, lo: Tensor, hi: Tensor, wlo: Tensor, whi: Tensor, iters: int
 ) -> Tensor:
-    """Refine brackets ``[lo, hi]`` with opposite signs of ``w`` (one bracket per row)."""
+    """Refine brackets ``[lo, hi]`` (same sign, opposite signs of ``w``; one per row).
+
+    Illinois steps in ``u = log|theta|``, where ``w`` is far less curved than in ``theta`` over
+    the wide geometric brackets; rows that have converged are dropped from later evaluations.
+    """
+    sgn = sgn_all = torch.sign(hi)
+    lo, hi = torch.log(lo.abs()), torch.log(hi.abs())
+    out = hi.clone()
+    active = torch.arange(len(hi))
+    ya, pa, na = y, pad, n
     for _ in range(iters):
         x = hi - whi * (hi - lo) / (whi - wlo)
         bad = ~torch.isfinite(x) | (x <= torch.minimum(lo, hi)) | (x >= torch.maximum(lo, hi))
         x = torch.where(bad, 0.5 * (lo + hi), x)
-        wx, _ = _w(y, pad, n, x)
+        wx, _ = _w(ya, pa, na, sgn * torch.exp(x))
         same = torch.sign(wx) == torch.sign(whi)
         # Illinois: halve the kept end's value when the same end survives twice
         wlo = torch.where(same, wlo * 0.5, whi)
         lo = torch.where(same, lo, hi)
+        done = ((x - hi).abs() <= 1e-11) | (wx == 0)
         hi, whi = x, wx
-        if bool(((hi - lo).abs() <= 1e-13 * hi.abs()).all()):
+        out[active] = x
+        if bool(done.all()):
             break
-    return hi
+        if bool(done.any()):
+            keep = ~done
+            active, lo, hi, wlo, whi, sgn = (t[keep] for t in (active, lo, hi, wlo, whi, sgn))
+            ya, pa, na = ya[keep], pa[keep], na[keep]
+    return sgn_all * torch.exp(out)
 
 
 def _golden_max(
@@ -153,9 +168,10 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
     best_ll = -nf.clone()  # exponential fit on scaled data: -n (1 + log 1)
 
     # geometric grids: (-1/ymax, 0) dense near both ends, and (0, c]
-    g = torch.logspace(math.log10(_TINY), 0, n_grid, dtype=torch.float64)
-    ends = 1 - torch.logspace(-12, math.log10(0.5), n_grid // 2, dtype=torch.float64)
-    neg_u = torch.cat([g[g < 0.5], ends.flip(0)]).unique()
+    half = max(n_grid // 2, 2)
+    g = torch.logspace(math.log10(_TINY), math.log10(0.5), n_grid - half, dtype=torch.float64)
+    ends = 1 - torch.logspace(-12, math.log10(0.5), half, dtype=torch.float64)
+    neg_u = torch.cat([g, ends]).unique()
     neg = -neg_u[None, :] / ymax[:, None]  # (R, G) from near 0 to near -1/ymax
     c = 2 * (1 - ymin) / ymin.clamp_min(1e-300) ** 2
     lc = torch.log(c.clamp_min(_TINY * 10))
@@ -173,8 +189,12 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
         # rows without a sign change may hide a pair of roots between two grid points
         has = torch.zeros_like(ok)
         has[rows] = True
-        inner = wg[:, 1:-1].nan_to_num(-math.inf).argmax(1) + 1
-        cand = (~has & ok).nonzero().flatten()
+        # an interior local maximum between two negative grid values: maybe a pair of roots
+        wv = wg.nan_to_num(-math.inf)
+        mid, left, right = wv[:, 1:-1], wv[:, :-2], wv[:, 2:]
+        peak = (mid >= left) & (mid >= right) & (left < 0) & (right < 0)
+        inner = torch.where(peak, mid, -math.inf).argmax(1) + 1
+        cand = (~has & ok & peak.any(1)).nonzero().flatten()
         if len(cand):
             j = inner[cand]
             a, b = grid[cand, j - 1], grid[cand, j + 1]
@@ -208,8 +228,8 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
 def fit_gpd(
     peaks: Tensor | list,
     counts: Tensor | None = None,
-    n_grid: int = 32,
-    max_iter: int = 60,
+    n_grid: int = 16,
+    max_iter: int = 40,
     chunk_size: int = 512,
     spot_compat: bool = False,
 ) -> GPDFit:

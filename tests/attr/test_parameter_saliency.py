@@ -226,3 +226,37 @@ def test_input_saliency_matches_double_backprop_reference(shapes_model, shapes_b
         t[0, top] *= 100
         (g,) = torch.autograd.grad(nn.functional.cosine_similarity(zz, t).sum(), xi)
         torch.testing.assert_close(sal[i], g[0], rtol=1e-4, atol=1e-5 * float(g.abs().max()))
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 3, 3)
+        self.b = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.a(x).mean((2, 3)) * scale[:, None] + self.b(z)
+
+
+def test_tuple_inputs_additional_args_and_progress(capsys) -> None:
+    torch.manual_seed(0)
+    model = _TwoInputs()
+    x, z, s = torch.randn(4, 1, 5, 5), torch.randn(4, 4), torch.rand(4)
+    y = torch.tensor([0, 1, 2, 0])
+    ps = ParameterSaliency(model, layers=[model.a, model.b])
+    prof = ps.profiles(
+        (x, z), y, additional_forward_args=(s,), internal_batch_size=3, show_progress=True
+    )
+    assert "ParameterSaliency attribution: 100%" in capsys.readouterr().err
+    func = ps.profiles((x, z), y, additional_forward_args=(s,), method="func")
+    _close(prof, func)
+    m = _copy(model)
+    ref = []
+    for i in range(4):
+        m.zero_grad()
+        out = m(x[i : i + 1], z[i : i + 1], s[i : i + 1])
+        nn.functional.cross_entropy(out, y[i : i + 1]).backward()
+        ref.append(
+            torch.cat([m.a.weight.grad.abs().flatten(1).mean(1), m.b.weight.grad.abs().mean(1)])
+        )
+    _close(prof, torch.stack(ref))
