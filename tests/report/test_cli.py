@@ -1,6 +1,7 @@
 """The ``captum-ext report`` command end to end, and its argument errors."""
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from captum_ext.metrics.summary import METRIC_NAMES
 from captum_ext.report.cli import main
 from captum_ext.report.registry import METHODS
 
@@ -36,12 +38,19 @@ def test_quick_report_end_to_end(shapes_model, tmp_path):
     referenced = set(re.findall(r"src='([^']+\.png)'", page))
     assert written and written == referenced
 
-    # every registered method is listed, timed and did not fail
+    # every registered method is listed, timed, scored and did not fail
     assert set(results["methods"]) == set(METHODS)
     for name, entry in results["methods"].items():
         assert entry["error"] is None, (name, entry["error"])
         assert entry["seconds"] > 0
         assert f"<td>{name}</td>" in page
+        assert set(entry["metrics"]) == set(METRIC_NAMES)  # shapes has masks: all six apply
+        for metric, values in entry["metrics"].items():
+            assert len(values["per_image"]) == 4
+            assert all(math.isfinite(v) for v in values["per_image"]), (name, metric)
+        for metric in ("deletion", "insertion", "pointing_game", "energy"):
+            assert all(0.0 <= v <= 1.0 for v in entry["metrics"][metric]["per_image"])
+    assert results["sections"]["landscape"]["total_variation"] > 0
     # the chosen images include at least one the model gets wrong (the model is ~95 % accurate)
     assert len(results["images"]) == 4
     assert any(not im["correct"] for im in results["images"])
