@@ -1,0 +1,380 @@
+"""Shared machinery of CAFO and CASO: inputs, targets, Smooth copies, the lambda1 rule, output.
+
+Private; the public classes live in :mod:`captum_ext.attr._core.caso`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr import GradientAttribution
+from torch import Tensor, nn
+
+from captum_ext._compat import (
+    NullProgress,
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+    _run_forward,
+    progress,
+)
+from captum_ext.attr._utils.hvp import check_logits
+from captum_ext.attr._utils.sparsity import select_lambda1, sparsity_ratio
+
+#: Table 2-3 grid of the paper (ImageNet, ResNet-50, [0, 1] pixels).
+DEFAULT_LAMBDA1_GRID = (0.0, 1e-5, 1e-4, 1e-3, 6.25e-3, 1.25e-2, 2.5e-2, 5e-2)
+
+
+#: Layers whose training mode makes per-example losses random or batch-dependent.
+_BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def _default_loss(logits: Tensor, target: Tensor) -> Tensor:
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+class ContextAware(GradientAttribution):
+    """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
+
+    _name = ""
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        GradientAttribution.__init__(self, forward_func)
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
+        self.loss_fn = loss_fn
+        #: Per-example details of the last call (see the class docstring).
+        self.last_info: dict[str, Any] = {}
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """False: ``Delta`` is a perturbation, not multiplied by the input."""
+        return False
+
+    def has_convergence_delta(self) -> bool:
+        """False: no convergence delta is returned."""
+        return False
+
+    def attribute_future(self) -> Any:
+        """Not implemented."""
+        raise NotImplementedError(f"attribute_future is not implemented for {self.get_name()}")
+
+    @classmethod
+    def get_name(cls) -> str:
+        """The method's display name."""
+        return cls._name
+
+    # ----------------------------------------------------------------------------- set-up
+    def _setup(
+        self,
+        inputs: Any,
+        target: TargetType,
+        additional_forward_args: Any,
+        n_samples: int,
+        stdevs: float,
+        generator: torch.Generator | None,
+    ) -> dict[str, Any]:
+        is_tuple = _is_tuple(inputs)
+        tensors = _format_tensor_into_tuples(inputs)
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise TypeError("inputs must be a Tensor or a tuple of Tensors")
+        n = tensors[0].shape[0] if tensors[0].dim() > 0 else 0
+        for i, t in enumerate(tensors):
+            if t.dim() == 0 or t.shape[0] != n or n == 0:
+                raise ValueError(
+                    f"inputs[{i}] must have the same non-zero batch size on dim 0 as inputs[0] "
+                    f"({n}), got shape {tuple(t.shape)}"
+                )
+            if not t.is_floating_point():
+                raise TypeError(f"inputs[{i}] must be a floating-point tensor, got {t.dtype}")
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"inputs[{i}] contains non-finite values (NaN or inf)")
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 0:
+            raise ValueError(f"n_samples must be an int >= 0, got {n_samples!r}")
+        if n_samples > 0 and not (isinstance(stdevs, (int, float)) and stdevs > 0):
+            raise ValueError(f"stdevs must be a float > 0 when n_samples > 0, got {stdevs!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if isinstance(self.forward_func, nn.Module) and any(
+            m.training and isinstance(m, _BATCH_COUPLED) for m in self.forward_func.modules()
+        ):
+            warnings.warn(
+                f"{self.get_name()}: the model has batch-norm or dropout layers in training "
+                "mode, which make the loss random or couple the examples of a batch (call "
+                "model.eval())",
+                stacklevel=3,
+            )
+        args = _format_additional_forward_args(additional_forward_args)
+        shapes = [t.shape[1:] for t in tensors]
+        sizes = [int(t[0].numel()) for t in tensors]
+        x = torch.cat([t.detach().reshape(n, -1) for t in tensors], 1)
+
+        def unflatten(rows: Tensor) -> tuple[Tensor, ...]:
+            parts = torch.split(rows, sizes, dim=1)
+            return tuple(p.reshape(rows.shape[0], *s) for p, s in zip(parts, shapes))
+
+        def row_logits(rows: Tensor, ex: Tensor) -> Tensor:
+            row_args = None
+            if args is not None:
+                row_args = tuple(
+                    a[ex] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
+                    for a in args
+                )
+            return _run_forward(self.forward_func, unflatten(rows), None, row_args)
+
+        loss = self.loss_fn or _default_loss
+
+        def loss_fn(logits: Tensor, tgt: Tensor) -> Tensor:
+            k = logits.shape[1]
+            if bool((tgt < 0).any()) or bool((tgt >= k).any()):
+                raise ValueError(
+                    f"target must be class indices in [0, {k}), got values "
+                    f"{sorted(set(tgt.tolist()))}"
+                )
+            return loss(logits, tgt)
+
+        tgt = self._format_target(target, n, x, row_logits)
+        if generator is None:
+            generator = torch.Generator().manual_seed(torch.initial_seed())
+        if n_samples > 0:
+            noise = torch.randn(
+                (n, n_samples, x.shape[1]),
+                generator=generator,
+                device=generator.device,
+                dtype=x.dtype,
+            ).to(x.device)
+            scale = torch.cat(
+                [
+                    (stdevs * (p.amax(1) - p.amin(1)))[:, None].expand(n, s)
+                    for p, s in zip(torch.split(x, sizes, dim=1), sizes)
+                ],
+                1,
+            )
+            xs = x[:, None] + noise * scale[:, None]
+        else:
+            xs = x[:, None]
+        return {
+            "is_tuple": is_tuple,
+            "x": x,
+            "xs": xs,
+            "target": tgt,
+            "row_logits": row_logits,
+            "loss_fn": loss_fn,
+            "unflatten": unflatten,
+            "generator": generator,
+            "dtypes": [t.dtype for t in tensors],
+        }
+
+    @staticmethod
+    def _format_target(
+        target: TargetType, n: int, x: Tensor, row_logits: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tensor:
+        if target is None:
+            with torch.no_grad():
+                logits = row_logits(x, torch.arange(n, device=x.device))
+            check_logits(logits, n)
+            return logits.argmax(1)
+        if isinstance(target, tuple):
+            raise ValueError(
+                "target must be an int, a list of ints or a 1-D tensor of class indices; tuple "
+                f"targets are not supported (the loss needs a class index), got {target!r}"
+            )
+        if isinstance(target, bool):
+            raise TypeError("target must be an int, list or tensor, got a bool")
+        if isinstance(target, int):
+            return torch.full((n,), target, dtype=torch.long, device=x.device)
+        tgt = torch.as_tensor(target, device=x.device)
+        if tgt.is_floating_point() or tgt.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {tgt.dtype}")
+        tgt = tgt.long().reshape(-1)
+        if tgt.numel() == 1:
+            tgt = tgt.expand(n)
+        if tgt.numel() != n:
+            raise ValueError(f"target must have one class per example ({n}), got {tgt.numel()}")
+        return tgt
+
+    @staticmethod
+    def _check_common(
+        lambda1: Union[str, float],
+        lambda2: float | None,
+        c1: float,
+        sparsity_range: tuple[float, float],
+        lambda1_grid: Sequence[float],
+        max_halvings: int,
+        internal_batch_size: int | None,
+    ) -> None:
+        if isinstance(lambda1, str):
+            if lambda1 != "auto":
+                raise ValueError(f"lambda1 must be 'auto' or a float >= 0, got {lambda1!r}")
+        elif not (isinstance(lambda1, (int, float)) and 0 <= lambda1 < float("inf")):
+            raise ValueError(f"lambda1 must be 'auto' or a finite float >= 0, got {lambda1!r}")
+        if lambda2 is not None and not (isinstance(lambda2, (int, float)) and lambda2 > 0):
+            raise ValueError(
+                f"lambda2 must be None or a float > 0 (the objective is not concave "
+                f"otherwise), got {lambda2!r}"
+            )
+        if not (isinstance(c1, (int, float)) and c1 > 0):
+            raise ValueError(f"c1 must be a float > 0, got {c1!r}")
+        lo, hi = sparsity_range
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(
+                f"sparsity_range must be (lo, hi) with 0 <= lo < hi <= 1, got {sparsity_range!r}"
+            )
+        grid = list(lambda1_grid)
+        if not grid or any(not (0 <= float(v) < float("inf")) for v in grid):
+            raise ValueError(
+                f"lambda1_grid must be a non-empty sequence of finite floats >= 0, got {grid!r}"
+            )
+        if not isinstance(max_halvings, int) or max_halvings < 0:
+            raise ValueError(f"max_halvings must be an int >= 0, got {max_halvings!r}")
+        if internal_batch_size is not None and (
+            not isinstance(internal_batch_size, int) or internal_batch_size < 1
+        ):
+            raise ValueError(
+                f"internal_batch_size must be None or an int >= 1, got {internal_batch_size!r}"
+            )
+
+    def _run(
+        self,
+        inputs: Any,
+        target: TargetType,
+        additional_forward_args: Any,
+        lambda1: Union[str, float, list[float]],
+        sparsity_range: tuple[float, float],
+        lambda1_grid: Sequence[float],
+        max_halvings: int,
+        n_samples: int,
+        stdevs: float,
+        generator: torch.Generator | None,
+        show_progress: bool,
+        options: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        self._check_common(
+            lambda1 if not isinstance(lambda1, list) else 0.0,
+            options["lambda2"],
+            options["c1"],
+            sparsity_range,
+            lambda1_grid,
+            max_halvings,
+            options["internal_batch_size"],
+        )
+        self._check_options(options)
+        with torch.enable_grad():
+            ctx = self._setup(inputs, target, additional_forward_args, n_samples, stdevs, generator)
+            bar = (
+                progress(desc=f"{self.get_name()} attribution", total=self._n_steps(options))
+                if show_progress
+                else NullProgress()
+            )
+            try:
+                solve, info = self._solver(ctx, options, bar)
+                out = self._choose(
+                    solve, lambda1, lambda1_grid, sparsity_range, max_halvings, ctx["x"].shape[0]
+                )
+            finally:
+                bar.close()
+        info.update({k: v for k, v in out.items() if k != "delta"})
+        self.last_info = info
+        return ctx, out
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Validate the method-specific options (overridden)."""
+
+    def _n_steps(self, options: dict[str, Any]) -> int:
+        return 1
+
+    def _solver(
+        self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
+    ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _choose(
+        solve: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        lambda1: Union[str, float, list[float]],
+        lambda1_grid: Sequence[float],
+        sparsity_range: tuple[float, float],
+        max_halvings: int,
+        n: int,
+    ) -> dict[str, Tensor]:
+        lo, hi = float(sparsity_range[0]), float(sparsity_range[1])
+        if isinstance(lambda1, str):
+            choice = select_lambda1(
+                solve, [float(v) for v in lambda1_grid], n, (lo, hi), max_halvings=max_halvings
+            )
+            return {
+                "delta": choice.delta[:, None],
+                "lambda1": choice.lambda1[:, None],
+                "eta": choice.eta[:, None],
+                "in_window": choice.in_window[:, None],
+                "loss": choice.q[:, None],
+            }
+        values = lambda1 if isinstance(lambda1, list) else [float(lambda1)]
+        lam = torch.tensor(values, dtype=torch.float64).expand(n, len(values))
+        delta, q = solve(lam, torch.arange(n))
+        eta = sparsity_ratio(delta).cpu()
+        return {
+            "delta": delta,
+            "lambda1": lam.clone(),
+            "eta": eta,
+            "in_window": (eta >= lo) & (eta < hi),
+            "loss": q.double().cpu(),
+        }
+
+    def _finish(self, ctx: dict[str, Any], delta: Tensor) -> TensorOrTupleOfTensorsGeneric:
+        parts = ctx["unflatten"](delta.detach())
+        parts = tuple(p.to(dt) for p, dt in zip(parts, ctx["dtypes"]))
+        return _format_output(ctx["is_tuple"], parts)
+
+    def _squeeze_info(self) -> None:
+        for key in ("lambda1", "eta", "in_window", "loss"):
+            self.last_info[key] = self.last_info[key][:, 0]
+
+
+def lambda1_path(
+    method: ContextAware,
+    inputs: Any,
+    lambda1: Sequence[float],
+    target: TargetType,
+    additional_forward_args: Any,
+    kwargs: dict[str, Any],
+) -> list[Any]:
+    """Shared body of ``CAFO.lambda1_path`` and ``CASO.lambda1_path`` (see there)."""
+    if "lambda1" in kwargs:
+        raise TypeError("lambda1_path takes the lambda1 values as its second argument")
+    values = [float(v) for v in lambda1]
+    if not values or any(not (0 <= v < float("inf")) for v in values):
+        raise ValueError(
+            f"lambda1 must be a non-empty sequence of finite floats >= 0, got {values}"
+        )
+    sig = inspect.signature(type(method).attribute.__wrapped__)
+    unknown = set(kwargs) - set(sig.parameters)
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments for lambda1_path: {sorted(unknown)}")
+    bound = sig.bind(
+        method, inputs, target=target, additional_forward_args=additional_forward_args, **kwargs
+    )
+    bound.apply_defaults()
+    p = dict(bound.arguments)
+    option_names = [
+        k for k in p
+        if k not in ("self", "inputs", "target", "additional_forward_args", "lambda1",
+                     "sparsity_range", "lambda1_grid", "max_halvings", "n_samples", "stdevs",
+                     "generator", "show_progress")
+    ]  # fmt: skip
+    ctx, out = method._run(
+        inputs, target, additional_forward_args, values, p["sparsity_range"], p["lambda1_grid"],
+        p["max_halvings"], p["n_samples"], p["stdevs"], p["generator"], p["show_progress"],
+        {k: p[k] for k in option_names},
+    )  # fmt: skip
+    return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]

@@ -1,0 +1,230 @@
+"""Per-example choice of ``lambda1`` by the sparsity-ratio rule of Singla et al. (2019, Sec. 4.1).
+
+The sparsity ratio ``eta`` of a solution is its fraction of exact zeros over all input entries.
+The rule, per example, with sequential semantics (candidates are evaluated in batches, but the
+choice is the one a one-value-at-a-time search would make):
+
+1. Solve every value of the grid (one batch).
+2. If some solutions have ``eta`` in the window ``[lo, hi)``, keep the one with the highest
+   surrogate loss ``Q``; ties go to the smaller ``lambda1``.
+3. Otherwise, if no solution is all zero, extend the grid upward by factors of 10 until one is
+   (in-window solutions met on the way count as in step 2).
+4. Halve the smallest all-zero ``lambda1`` repeatedly until a solution lands in the window, at
+   most ``max_halvings`` times. If a halving overshoots below the window, bisect geometrically
+   between the two bracketing values (our extension: the paper only says "halve and repeat").
+5. If nothing qualifies, return the non-zero solution whose ``eta`` is closest to the window and
+   flag ``in_window=False``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+#: ``solve(lambda1 (M, K), examples (M,)) -> (delta (M, K, d), q (M, K))`` for the ``M``
+#: examples listed (all ``N`` in the first round, only the unresolved ones later).
+SolveFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def sparsity_ratio(delta: Tensor) -> Tensor:
+    """Fraction of exact zeros along the last dimension."""
+    return (delta == 0).to(torch.float64).mean(-1)
+
+
+@dataclass
+class Lambda1Choice:
+    """The selected solution of every example.
+
+    Attributes:
+        delta: ``(N, d)`` solutions.
+        lambda1: ``(N,)`` chosen values.
+        eta: ``(N,)`` sparsity ratios.
+        q: ``(N,)`` surrogate losses.
+        in_window: ``(N,)`` whether ``eta`` lies in the window.
+        n_rounds: Batched solves spent.
+    """
+
+    delta: Tensor
+    lambda1: Tensor
+    eta: Tensor
+    q: Tensor
+    in_window: Tensor
+    n_rounds: int
+
+
+class _State:
+    """Sequential search state of one example."""
+
+    def __init__(self, lo: float, hi: float, max_halvings: int) -> None:
+        self.lo, self.hi, self.budget = lo, hi, max_halvings
+        self.window: list[tuple[float, float, int, int]] = []  # (lam, q, round, col)
+        self.fallback: tuple[float, float, int, int] | None = None  # (dist, lam, round, col)
+        self.lam_zero = math.inf
+        self.lam_max = -math.inf
+        self.phase = "grid"
+        self.bracket: tuple[float, float] | None = None  # (below-window lam, all-zero lam)
+        self.pick: tuple[float, int, int] | None = None  # (lam, round, col)
+        self.queue: list[float] = []
+
+    def see(self, lam: float, eta: float, q: float, rnd: int, col: int) -> str:
+        self.lam_max = max(self.lam_max, lam)
+        if self.lo <= eta < self.hi:
+            self.window.append((lam, q, rnd, col))
+            return "in"
+        if eta >= self.hi:
+            self.lam_zero = min(self.lam_zero, lam)
+            return "zero"
+        dist = self.lo - eta
+        if self.fallback is None or dist < self.fallback[0]:
+            self.fallback = (dist, lam, rnd, col)
+        return "below"
+
+    def best_window(self) -> tuple[float, int, int]:
+        lam, _, rnd, col = max(self.window, key=lambda w: (w[1], -w[0]))
+        return lam, rnd, col
+
+    def propose(self, speculate: int) -> list[float]:
+        """Next values to evaluate (empty when done)."""
+        if self.pick is not None:
+            return []
+        if self.phase == "up":
+            return [self.lam_max * 10.0**i for i in range(1, speculate + 1)]
+        if self.phase == "halve":
+            n = min(speculate, self.budget)
+            return [self.lam_zero / 2.0**i for i in range(1, n + 1)]
+        if self.phase == "bisect" and self.budget > 0 and self.bracket is not None:
+            a, b = self.bracket
+            return [math.sqrt(a * b)]
+        return []
+
+    def after_grid(self) -> None:
+        if self.window:
+            self.pick = self.best_window()
+        elif math.isinf(self.lam_zero):
+            self.phase = "up" if self.lam_max > 0 else "halve_from_one"
+        else:
+            self.phase = "halve"
+        if self.phase == "halve_from_one":  # grid of zeros only: start the upward search at 1
+            self.lam_max = 1e-5
+            self.phase = "up"
+
+
+def select_lambda1(
+    solve: SolveFn,
+    grid: Sequence[float],
+    n_examples: int,
+    window: tuple[float, float],
+    max_halvings: int = 20,
+    max_up: int = 12,
+    speculate: int = 4,
+    device: torch.device | None = None,
+) -> Lambda1Choice:
+    """Run the sparsity-ratio rule (module docstring) for every example.
+
+    Args:
+        solve: Batched solver, see :data:`SolveFn`. Every column is an independent problem.
+        grid: The initial ``lambda1`` values.
+        n_examples: ``N``.
+        window: ``(lo, hi)``: ``lo <= eta < hi`` qualifies.
+        max_halvings: Halving plus bisection steps per example.
+        max_up: Upward (x10) steps per example.
+        speculate: Values evaluated per batched round in the upward and halving phases.
+        device: Device of the returned ``lambda1``/``eta``.
+
+    Returns:
+        A :class:`Lambda1Choice`.
+    """
+    lo, hi = window
+    states = [_State(lo, hi, max_halvings) for _ in range(n_examples)]
+    # per round: example -> row, delta, q, eta
+    results: list[tuple[dict[int, int], Tensor, Tensor, Tensor]] = []
+
+    def run(values: list[list[float]]) -> int:
+        active = [i for i, v in enumerate(values) if v]
+        width = max(len(values[i]) for i in active)
+        padded = [(values[i] + [values[i][0]] * width)[:width] for i in active]
+        lam = torch.tensor(padded, dtype=torch.float64)
+        delta, q = solve(lam, torch.tensor(active, dtype=torch.long))
+        results.append(({i: r for r, i in enumerate(active)}, delta, q, sparsity_ratio(delta)))
+        return len(results) - 1
+
+    rnd = run([list(grid) for _ in states])
+    q_l, eta_l = results[rnd][2].tolist(), results[rnd][3].tolist()
+    for i, st in enumerate(states):
+        for col, lam in enumerate(grid):
+            st.see(float(lam), eta_l[i][col], q_l[i][col], rnd, col)
+        st.after_grid()
+    up_steps = [0] * n_examples
+    while True:
+        proposals = [st.propose(speculate) for st in states]
+        if not any(proposals):
+            break
+        rnd = run(proposals)
+        rows = results[rnd][0]
+        q_l, eta_l = results[rnd][2].tolist(), results[rnd][3].tolist()
+        for i, (st, vals) in enumerate(zip(states, proposals)):
+            for col, lam in enumerate(vals):
+                kind = st.see(lam, eta_l[rows[i]][col], q_l[rows[i]][col], rnd, col)
+                if st.phase == "up":
+                    up_steps[i] += 1
+                    if kind == "zero":
+                        if st.window:
+                            st.pick = st.best_window()
+                        else:
+                            st.phase = "halve"
+                        break
+                    if up_steps[i] >= max_up:
+                        st.phase = "done"
+                        break
+                elif st.phase == "halve":
+                    st.budget -= 1
+                    if kind == "in":
+                        st.pick = (lam, rnd, col)
+                        break
+                    if kind == "below":
+                        st.phase = "bisect"
+                        st.bracket = (lam, lam * 2.0)
+                        break
+                    if st.budget <= 0:
+                        st.phase = "done"
+                        break
+                elif st.phase == "bisect" and st.bracket is not None:
+                    st.budget -= 1
+                    if kind == "in":
+                        st.pick = (lam, rnd, col)
+                    elif kind == "zero":
+                        st.bracket = (st.bracket[0], lam)
+                    else:
+                        st.bracket = (lam, st.bracket[1])
+                    if st.budget <= 0 and st.pick is None:
+                        st.phase = "done"
+    ref = results[0][1]
+    delta = ref.new_zeros(n_examples, ref.shape[-1])
+    lam_out, eta_out, q_out, ok = [], [], [], []
+    for i, st in enumerate(states):
+        if st.pick is not None:
+            lam, r, col = st.pick
+            inside = True
+        elif st.fallback is not None:
+            _, lam, r, col = st.fallback
+            inside = False
+        else:  # every solution was zero (e.g. a zero gradient)
+            lam, r, col, inside = st.lam_zero, 0, len(grid) - 1, False
+        row = results[r][0][i]
+        delta[i] = results[r][1][row, col]
+        lam_out.append(lam)
+        eta_out.append(float(results[r][3][row, col]))
+        q_out.append(float(results[r][2][row, col]))
+        ok.append(inside)
+    return Lambda1Choice(
+        delta=delta,
+        lambda1=torch.tensor(lam_out, dtype=torch.float64, device=device),
+        eta=torch.tensor(eta_out, dtype=torch.float64, device=device),
+        q=torch.tensor(q_out, dtype=torch.float64, device=device),
+        in_window=torch.tensor(ok, dtype=torch.bool, device=device),
+        n_rounds=len(results),
+    )
