@@ -427,12 +427,12 @@ def test_localises_objects_of_the_shapes_benchmark(shapes_model, shapes_batch) -
     images, labels, masks = shapes_batch
     with torch.no_grad():
         correct = model(images).argmax(1) == labels
-    x, y, obj = images[correct][:6], labels[correct][:6], masks[correct][:6]
+    x, y, obj = images[correct][:5], labels[correct][:5], masks[correct][:5]
     area = obj.flatten(1).float().mean(1)
     relex = RelEx(model)
     for lambda1, median_min, ratio_min in ((1e-2, 0.5, 3.0), (1e-4, 0.0, 1.5)):
         m = relex.attribute(
-            x, target=y, n_iter=30, n_samples=8, lambda1=lambda1, generator=_gens(*range(6))
+            x, target=y, n_iter=25, n_samples=8, lambda1=lambda1, generator=_gens(*range(5))
         )
         gray = m.abs().sum(1)
         share = (gray * obj).flatten(1).sum(1) / gray.flatten(1).sum(1)
