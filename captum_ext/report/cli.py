@@ -29,13 +29,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _registered_methods() -> dict:
-    from captum_ext.report import methods  # noqa: F401 - registers the entries
-    from captum_ext.report.registry import METHODS
-
-    return METHODS
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="captum-ext", description="captum-ext command-line tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -68,7 +61,9 @@ def _check_out(out: Path) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    available = _registered_methods()
+    from captum_ext.report.registry import available_methods
+
+    available = available_methods()
     if args.dataset not in DATASETS:
         raise UsageError(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
     if args.model not in MODELS:

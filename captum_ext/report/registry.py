@@ -66,7 +66,15 @@ def _resolve(kwargs: dict | Callable[[torch.Tensor], dict], inputs: torch.Tensor
     return dict(kwargs(inputs) if callable(kwargs) else kwargs)
 
 
+#: Filled by :mod:`captum_ext.report.methods`; use :func:`available_methods` to read it.
 METHODS: dict[str, MethodSpec] = {}
+
+
+def available_methods() -> dict[str, MethodSpec]:
+    """All registered methods by name (imports :mod:`captum_ext.report.methods` on first use)."""
+    from captum_ext.report import methods  # noqa: F401 - registering happens at import
+
+    return METHODS
 
 
 def register(spec: MethodSpec) -> MethodSpec:

@@ -12,7 +12,7 @@ from torch import nn
 from captum_ext._compat import NullProgress, progress
 from captum_ext.benchmark.training import TrainedModel, load_data, train
 from captum_ext.metrics.summary import evaluate_attributions
-from captum_ext.report.registry import METHODS, MethodSpec
+from captum_ext.report.registry import MethodSpec, available_methods
 
 #: Misclassified test images the report tries to include, as a fraction of ``n_images``.
 WRONG_FRACTION = 0.25
@@ -178,7 +178,8 @@ def build_report_data(
     labels = torch.tensor([int(it[1]) for it in items])
     masks = torch.stack([it[2] for it in items]) if getattr(test_set, "has_masks", False) else None
     predictions = preds[indices]
-    specs = [METHODS[name] for name in method_names]
+    registry = available_methods()
+    specs = [registry[name] for name in method_names]
     log(f"Explaining {len(indices)} test images with {len(specs)} methods ...")
     results = run_methods(specs, model, images, predictions, quick, show_progress)
     log("Scoring the attributions (fidelity, infidelity, max-sensitivity, localisation) ...")
