@@ -5,9 +5,10 @@ Captum's own methods are the baselines; each captum-ext method adds its entry he
 
 from __future__ import annotations
 
+import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
-from captum_ext.attr import RelEx
+from captum_ext.attr import CAFO, CASO, LEG, LEGTV, RelEx
 from captum_ext.report.registry import MethodSpec, register
 
 register(
@@ -58,10 +59,56 @@ register(
     MethodSpec(
         "RelEx",
         RelEx,
-        kwargs={"n_iter": 50, "n_samples": 50, "samples_per_eval": 800},
-        quick_kwargs={"n_iter": 10, "n_samples": 8},
+        kwargs={"n_iter": 50, "n_samples": 50},
+        quick_kwargs={"n_iter": 8, "n_samples": 6},
         seeded=True,
         reference="Lim, Lee & Kim 2021, Building Reliable Explanations of Unreliable Neural "
         "Networks: Locally Smoothing Perspective of Model Interpretation",
+    )
+)
+register(
+    MethodSpec(
+        "LEG",
+        lambda model: LEG(lambda x: torch.softmax(model(x), 1)),
+        kwargs={"n_samples": 500, "sigma": 0.02, "perturbations_per_eval": 100},
+        quick_kwargs={"n_samples": 64, "grid": (8, 8)},
+        seeded=True,
+        reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation "
+        "(empirical LEG)",
+    )
+)
+register(
+    MethodSpec(
+        "LEG-TV",
+        lambda model: LEGTV(lambda x: torch.softmax(model(x), 1)),
+        kwargs={"n_samples": 500, "sigma": 0.02, "K_L": 0.1, "perturbations_per_eval": 100},
+        quick_kwargs={"n_samples": 64, "grid": (8, 8)},
+        seeded=True,
+        reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation",
+    )
+)
+_CASO_REF = (
+    "Singla et al. 2019, Understanding Impacts of High-Order Loss Approximations and Features "
+    "in Deep Learning Interpretation"
+)
+register(MethodSpec("CAFO", CAFO, reference=_CASO_REF))
+register(
+    MethodSpec(
+        "CASO",
+        CASO,
+        # the benchmark models are piecewise linear (ReLU): the closed-form Hessian is exact
+        kwargs={"hessian": "closed_form"},
+        seeded=True,
+        reference=_CASO_REF,
+    )
+)
+register(
+    MethodSpec(
+        "SmoothCASO",
+        CASO,
+        kwargs={"hessian": "closed_form", "n_samples": 50, "stdevs": 0.15},
+        quick_kwargs={"n_samples": 4},
+        seeded=True,
+        reference=_CASO_REF,
     )
 )
