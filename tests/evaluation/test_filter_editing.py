@@ -105,3 +105,26 @@ def test_bad_arguments() -> None:
         pruning_curves(model, table, x, torch.tensor([0, 1]), [torch.arange(3)])
     with pytest.raises(ValueError, match="lr"):
         finetuning_curves(model, table, x, torch.tensor([0, 1]), torch.zeros(2, 3).long(), lr=0)
+
+
+def test_compare_calibrations_matches_direct_calls() -> None:
+    from captum_ext.attr import ParameterSaliency
+    from captum_ext.calibration import ZScoreCalibration
+    from captum_ext.evaluation import compare_calibrations
+
+    model = _model()
+    g = torch.Generator().manual_seed(3)
+    rx, ry = torch.randn(40, 3, 8, 8, generator=g), torch.randint(0, 4, (40,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(rx, ry), batch_size=16)
+    x, y = torch.randn(12, 3, 8, 8, generator=g), torch.randint(0, 4, (12,), generator=g)
+    out = compare_calibrations(model, loader, x, y, k=4, level=0.8, lr=0.5)
+    with torch.no_grad():
+        wrong = (model(x).argmax(1) != y).nonzero().flatten()
+    assert out["n_misclassified"] == len(wrong) > 0 and out["n_reference"] == 40
+    ps = ParameterSaliency(model)
+    ps.fit(loader, ZScoreCalibration())
+    r = ps.rank(x[wrong], target=y[wrong], k=4)
+    assert out["groups"]["z-score"] == ps.group_summary(r, k=4)
+    assert sum(out["groups"]["POT"].values()) == pytest.approx(100.0)
+    c = pruning_curves(model, ps.filters, x[wrong], y[wrong], r, max_k=4)
+    assert out["pruning"]["z-score"]["corrected"] == pytest.approx(float(c.corrected[4]))
