@@ -387,7 +387,9 @@ class CASO(ContextAware):
                 sub_op, sel = op, slice(None)
             else:
                 sel = idx.to(g.device)
-                sub_op = subsets.setdefault(key, op.subset(sel))
+                if key not in subsets:
+                    subsets[key] = op.subset(sel)
+                sub_op = subsets[key]
             gi, lam2_i = g[sel][:, None], lam2[sel][:, None]
             res = fista(
                 sub_op, gi, lam.to(device=g.device, dtype=g.dtype), lam2_i,
