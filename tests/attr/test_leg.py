@@ -143,6 +143,11 @@ def test_tuple_inputs_share_evaluations_and_additional_args():
     assert isinstance(out, tuple) and out[0].shape == x1.shape and out[1].shape == x2.shape
     assert rel_err(out[0], 2 * w1) < 0.6
     assert rel_err(out[1], 2 * w2) < 0.6
+    # same-shaped tensors get independent draws: a tensor the model ignores gets only noise
+    both = LEG(lambda a, b: (a * w1).flatten(1).sum(1)).attribute(
+        (x1, x1.clone()), n_samples=2000, grid=GRID, generator=gen()
+    )
+    assert both[1].norm() < 0.6 * both[0].norm()
     tv = LEGTV(f).attribute((x1, x2), additional_forward_args=(2.0,), n_samples=50, grid=GRID)
     assert isinstance(tv, tuple) and tv[1].shape == x2.shape
 

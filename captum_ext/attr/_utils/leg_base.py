@@ -140,20 +140,17 @@ class _LEGBase(PerturbationAttribution):
             ]
             for start in range(0, n_samples, perturbations_per_eval):
                 k = min(perturbations_per_eval, n_samples - start)
-                zs = [
-                    self._draws(
-                        range(start, start + k),
-                        seeds,
-                        antithetic,
-                        x,
-                        g,
-                        sigma,
-                        covariance,
-                        boundary,
-                        gdev,
-                    )
-                    for x, g in zip(inputs, grids)
-                ]
+                zs = self._draws(
+                    range(start, start + k),
+                    seeds,
+                    antithetic,
+                    inputs,
+                    grids,
+                    sigma,
+                    covariance,
+                    boundary,
+                    gdev,
+                )
                 perturbed = tuple(
                     (x.unsqueeze(0) + _to_input(z, x)).flatten(0, 1) for x, z in zip(inputs, zs)
                 )
@@ -175,32 +172,36 @@ class _LEGBase(PerturbationAttribution):
         indices: range,
         seeds: list[int],
         antithetic: bool,
-        x: Tensor,
-        grid: tuple[int, int],
+        inputs: tuple[Tensor, ...],
+        grids: list[tuple[int, int]],
         sigma: float,
         covariance: str,
         boundary: str,
         gdev: torch.device,
-    ) -> Tensor:
-        """Draws ``indices`` for one input tensor: ``(k, C', p1, p2)`` float64.
+    ) -> list[Tensor]:
+        """Draws ``indices``: per input tensor, ``(k, C', p1, p2)`` float64 on its device.
 
-        Every example of the batch gets the same draws (common random numbers), so the
-        attribution of an example does not depend on the rest of the batch.
+        Draw ``i`` comes from its own generator (seeded by ``seeds[i]``), which feeds all
+        tensors in turn, so tensors and channels get independent draws and the result does not
+        depend on how draws are chunked. Every example of the batch gets the same draws
+        (common random numbers), so an example's attribution does not depend on the rest of
+        the batch.
         """
-        rows = int(np.prod(_channels(x)))
-        out = []
+        out: list[list[Tensor]] = [[] for _ in inputs]
         for i in indices:
             gen = torch.Generator(device=gdev).manual_seed(seeds[i // 2 if antithetic else i])
-            if covariance == "tv":
-                z = sample_tv_perturbations(
-                    rows, grid, sigma, boundary=boundary, generator=gen, dtype=torch.float64
-                )
-            else:
-                z = sigma * torch.randn(
-                    rows, *grid, generator=gen, device=gdev, dtype=torch.float64
-                )
-            out.append(-z if antithetic and i % 2 else z)
-        return torch.stack(out).to(x.device)
+            for t, (x, grid) in enumerate(zip(inputs, grids)):
+                rows = int(np.prod(_channels(x)))
+                if covariance == "tv":
+                    z = sample_tv_perturbations(
+                        rows, grid, sigma, boundary=boundary, generator=gen, dtype=torch.float64
+                    )
+                else:
+                    z = sigma * torch.randn(
+                        rows, *grid, generator=gen, device=gdev, dtype=torch.float64
+                    )
+                out[t].append(-z if antithetic and i % 2 else z)
+        return [torch.stack(zs).to(x.device) for zs, x in zip(out, inputs)]
 
     def _scalar_output(
         self, inputs: tuple[Tensor, ...], target: TargetType, args: Any, n: int, what: str
