@@ -5,11 +5,11 @@ columns ("filters") at once by Grimshaw's (1993) reduction to one equation in
 ``theta = xi / sigma``: at a stationary point ``xi(theta) = mean(log(1 + theta Y))`` and
 ``w(theta) = (1 + mean log(1 + theta Y)) * mean(1 / (1 + theta Y)) - 1 = 0``, with profile
 log-likelihood ``ll(theta) = -n (log(xi / theta) + xi + 1)``. Roots are bracketed on geometric
-grids over the valid intervals ``(-1/Y_max, 0)`` and ``(0, 2 (mean - min) / min^2]`` and refined
-by vectorised Illinois steps; the candidate with the largest log-likelihood among all roots and
-the exponential fit (``xi = 0, sigma = mean``, ``ll = -n (1 + log mean)``) wins. Roots with
-``xi <= -1`` are rejected (the likelihood is unbounded there). All of it runs in float64 on
-``Y / mean(Y)``, so ``xi`` is scale-free and ``sigma`` is scaled back afterwards.
+grids over the valid intervals ``(-1/Y_max, 0)`` and ``(0, 2 (mean - min) / min^2]`` and
+refined by vectorised bracketed Newton steps; the candidate with the largest log-likelihood
+among all roots and the exponential fit (``xi = 0, sigma = mean``, ``ll = -n (1 + log mean)``)
+wins. Roots with ``xi <= -1`` are rejected (the likelihood is unbounded there). All of it runs in
+float64 on ``Y / mean(Y)``, so ``xi`` is scale-free and ``sigma`` is scaled back afterwards.
 
 ``spot_compat=True`` instead reproduces the reference implementation used for the POT-saliency
 paper's numbers (SPOT, Siffer et al. 2017, ``Amossys-team/SPOT``), per column with scipy's
@@ -99,36 +99,52 @@ def _w(y: Tensor, pad: Tensor, n: Tensor, theta: Tensor) -> tuple[Tensor, Tensor
     return (1 + mlog) * minv - 1, mlog
 
 
-def _illinois(
+def _w_dw(y: Tensor, pad: Tensor, n: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """``w(theta)`` and its derivative in ``x = log|theta|``: ``u (m2 - v) + v (1 - v)``.
+
+    With ``s = 1 + theta Y``, ``u = 1 + mean log s``, ``v = mean 1/s`` and ``m2 = mean 1/s^2``.
+    """
+    t = y * theta[:, None]
+    u = 1 + torch.log1p(t).sum(1) / n
+    r = t.add_(1).reciprocal_()
+    v = (r.sum(1) - pad) / n
+    m2 = (r.square_().sum(1) - pad) / n
+    return u * v - 1, u * (m2 - v) + v * (1 - v)
+
+
+def _refine(
     y: Tensor, pad: Tensor, n: Tensor, lo: Tensor, hi: Tensor, wlo: Tensor, whi: Tensor, iters: int
 ) -> Tensor:
-    """Refine brackets ``[lo, hi]`` (same sign, opposite signs of ``w``; one per row).
+    """Roots of ``w`` in brackets ``[lo, hi]`` (same sign; ``w`` changes sign; one per row).
 
-    Illinois steps in ``u = log|theta|``, where ``w`` is far less curved than in ``theta`` over
-    the wide geometric brackets; rows that have converged are dropped from later evaluations.
+    Bracketed Newton steps in ``x = log|theta|`` (``w`` is far less curved there than in
+    ``theta`` over the wide geometric brackets), falling back to bisection whenever a step
+    leaves the bracket; converged rows are dropped from later evaluations.
     """
     sgn = sgn_all = torch.sign(hi)
-    lo, hi = torch.log(lo.abs()), torch.log(hi.abs())
-    out = hi.clone()
-    active = torch.arange(len(hi))
+    a, b = torch.log(lo.abs()), torch.log(hi.abs())
+    neg_at_a = wlo < 0  # orientation: w(a) < 0 < w(b) or the reverse
+    x = torch.where(wlo.abs() < whi.abs(), a, b)
+    out = x.clone()
+    active = torch.arange(len(x))
     ya, pa, na = y, pad, n
     for _ in range(iters):
-        x = hi - whi * (hi - lo) / (whi - wlo)
-        bad = ~torch.isfinite(x) | (x <= torch.minimum(lo, hi)) | (x >= torch.maximum(lo, hi))
-        x = torch.where(bad, 0.5 * (lo + hi), x)
-        wx, _ = _w(ya, pa, na, sgn * torch.exp(x))
-        same = torch.sign(wx) == torch.sign(whi)
-        # Illinois: halve the kept end's value when the same end survives twice
-        wlo = torch.where(same, wlo * 0.5, whi)
-        lo = torch.where(same, lo, hi)
-        done = ((x - hi).abs() <= 1e-11) | (wx == 0)
-        hi, whi = x, wx
+        w, dw = _w_dw(ya, pa, na, sgn * torch.exp(x))
+        # shrink the bracket with the new point
+        left = (w < 0) == neg_at_a
+        a, b = torch.where(left, x, a), torch.where(left, b, x)
+        step = w / dw
+        nx = x - step
+        bad = ~torch.isfinite(nx) | (nx <= torch.minimum(a, b)) | (nx >= torch.maximum(a, b))
+        nx = torch.where(bad, 0.5 * (a + b), nx)
+        done = (w == 0) | ((nx - x).abs() <= 1e-12) | ((a - b).abs() <= 1e-12)
+        x = torch.where(w == 0, x, nx)
         out[active] = x
         if bool(done.all()):
             break
         if bool(done.any()):
             keep = ~done
-            active, lo, hi, wlo, whi, sgn = (t[keep] for t in (active, lo, hi, wlo, whi, sgn))
+            active, a, b, x, sgn, neg_at_a = (t[keep] for t in (active, a, b, x, sgn, neg_at_a))
             ya, pa, na = ya[keep], pa[keep], na[keep]
     return sgn_all * torch.exp(out)
 
@@ -212,7 +228,7 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
             whis = torch.cat([whis, wm, wh])
         if not len(rows):
             continue
-        theta = _illinois(ys[rows], pad[rows], nf[rows], los, his, wlos, whis, iters)
+        theta = _refine(ys[rows], pad[rows], nf[rows], los, his, wlos, whis, iters)
         _, xi = _w(ys[rows], pad[rows], nf[rows], theta)
         sig = xi / theta
         ll = -nf[rows] * (torch.log(sig) + xi + 1)
@@ -228,7 +244,7 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
 def fit_gpd(
     peaks: Tensor | list,
     counts: Tensor | None = None,
-    n_grid: int = 16,
+    n_grid: int = 8,
     max_iter: int = 40,
     chunk_size: int = 512,
     spot_compat: bool = False,
@@ -241,7 +257,7 @@ def fit_gpd(
             list of 1-D tensors of different lengths.
         counts: Valid peaks per row for a padded ``(F, K)`` tensor; default all ``K``.
         n_grid: Grid points per search interval used to bracket roots of ``w``.
-        max_iter: Illinois refinement steps per bracket.
+        max_iter: Newton/bisection refinement steps per bracket.
         chunk_size: Rows fitted together (bounds memory to ~``chunk_size * K`` doubles).
         spot_compat: Reproduce the SPOT reference fit (see the module docstring); slow, per row.
 

@@ -76,7 +76,7 @@ class POTCalibration(Calibration):
         min_peaks: int = 10,
         keep_reference: bool = False,
         spot_compat: bool = False,
-        n_grid: int = 16,
+        n_grid: int = 8,
     ) -> None:
         super().__init__()
         n_exceed(level, 10)  # validates level
@@ -254,7 +254,7 @@ class POTCalibration(Calibration):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the fitted state written by :meth:`state_dict`."""
         self.level, self.min_peaks = float(state["level"]), int(state["min_peaks"])
-        self.spot_compat, self.n_grid = bool(state["spot_compat"]), 16
+        self.spot_compat, self.n_grid = bool(state["spot_compat"]), 8
         self.threshold, self.xi, self.sigma = state["threshold"], state["xi"], state["sigma"]
         self.n_peaks = state["n_peaks"]
         self.moments = RunningMoments()
