@@ -59,6 +59,8 @@ def _positive(name: str, value: float) -> float:
 def _map(inputs: Any, fn: Callable[[Tensor, Any], tuple[Tensor, Tensor]], baselines: Any) -> Any:
     """Apply ``fn(tensor, baseline)`` to a Tensor or each tensor of a tuple; keep the structure."""
     if isinstance(inputs, Tensor):
+        if isinstance(baselines, tuple) and len(baselines) == 1:
+            baselines = baselines[0]
         return fn(inputs, baselines), False
     if not isinstance(inputs, tuple) or not all(isinstance(t, Tensor) for t in inputs):
         raise TypeError(f"inputs must be a Tensor or a tuple of Tensors, got {type(inputs)}")

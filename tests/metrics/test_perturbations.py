@@ -161,6 +161,8 @@ def test_square_removal_removes_exactly_one_square():
     base = torch.full_like(x, 7.0)
     _, xb = square_removal_perturbation(sizes=(2,), generator=g)(x, base)
     assert int((xb == 7.0).sum()) == 400 * 2 * 4
+    _, xb1 = square_removal_perturbation(sizes=(2,), generator=g)(x, (base,))
+    assert int((xb1 == 7.0).sum()) == 400 * 2 * 4
     with pytest.raises(ValueError, match="sizes"):
         square_removal_perturbation(sizes=(8,))(x)
 
