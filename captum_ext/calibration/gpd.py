@@ -68,8 +68,8 @@ def _as_padded(peaks: Tensor | list, counts: Tensor | None) -> tuple[Tensor, Ten
     if y.dim() != 2:
         raise ValueError(f"peaks must be 1-D or (F, K), got shape {tuple(y.shape)}")
     if counts is None:
-        counts = torch.full((y.shape[0],), y.shape[1], dtype=torch.long)
-    return y, torch.as_tensor(counts, dtype=torch.long)
+        counts = torch.full((y.shape[0],), y.shape[1], dtype=torch.long, device=y.device)
+    return y, torch.as_tensor(counts, dtype=torch.long, device=y.device)
 
 
 def gpd_loglik(peaks: Tensor, xi: Tensor, sigma: Tensor, counts: Tensor | None = None) -> Tensor:
@@ -78,9 +78,9 @@ def gpd_loglik(peaks: Tensor, xi: Tensor, sigma: Tensor, counts: Tensor | None =
     Returns ``-inf`` where a peak lies beyond the endpoint of a ``xi < 0`` fit.
     """
     y, n = _as_padded(peaks, counts)
-    xi = torch.as_tensor(xi, dtype=torch.float64).reshape(-1)
-    sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
-    valid = torch.arange(y.shape[1]) < n[:, None]
+    xi = torch.as_tensor(xi, dtype=torch.float64, device=y.device).reshape(-1)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64, device=y.device).reshape(-1)
+    valid = torch.arange(y.shape[1], device=y.device) < n[:, None]
     z = xi[:, None] * y / sigma[:, None]
     small = xi.abs() < 1e-12
     with torch.no_grad():
@@ -126,7 +126,7 @@ def _refine(
     neg_at_a = wlo < 0  # orientation: w(a) < 0 < w(b) or the reverse
     x = torch.where(wlo.abs() < whi.abs(), a, b)
     out = x.clone()
-    active = torch.arange(len(x))
+    active = torch.arange(len(x), device=x.device)
     ya, pa, na = y, pad, n
     for _ in range(iters):
         w, dw = _w_dw(ya, pa, na, sgn * torch.exp(x))
@@ -172,7 +172,7 @@ def _golden_max(
 def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, Tensor, Tensor]:
     """Fit rows of padded raw peaks; returns ``(xi, sigma, loglik)``."""
     k = y.shape[1]
-    valid = torch.arange(k) < n[:, None]
+    valid = torch.arange(k, device=y.device) < n[:, None]
     nf = n.to(torch.float64)
     mean = torch.where(valid, y, 0.0).sum(1) / nf
     ys = torch.where(valid, y / mean[:, None], 0.0)
@@ -185,15 +185,18 @@ def _fit_chunk(y: Tensor, n: Tensor, n_grid: int, iters: int) -> tuple[Tensor, T
 
     # geometric grids: (-1/ymax, 0) dense near both ends, and (0, c]
     half = max(n_grid // 2, 2)
-    g = torch.logspace(math.log10(_TINY), math.log10(0.5), n_grid - half, dtype=torch.float64)
-    ends = 1 - torch.logspace(-12, math.log10(0.5), half, dtype=torch.float64)
+    g = torch.logspace(
+        math.log10(_TINY), math.log10(0.5), n_grid - half, dtype=torch.float64, device=y.device
+    )
+    ends = 1 - torch.logspace(-12, math.log10(0.5), half, dtype=torch.float64, device=y.device)
     neg_u = torch.cat([g, ends]).unique()
     neg = -neg_u[None, :] / ymax[:, None]  # (R, G) from near 0 to near -1/ymax
     c = 2 * (1 - ymin) / ymin.clamp_min(1e-300) ** 2
     lc = torch.log(c.clamp_min(_TINY * 10))
     pos = torch.exp(
         math.log(_TINY)
-        + (lc - math.log(_TINY))[:, None] * torch.linspace(0, 1, n_grid, dtype=torch.float64)
+        + (lc - math.log(_TINY))[:, None]
+        * torch.linspace(0, 1, n_grid, dtype=torch.float64, device=y.device)
     )
     for grid, ok in ((neg, torch.ones_like(mean, dtype=torch.bool)), (pos, c > _TINY * 10)):
         wg = torch.stack([_w(ys, pad, nf, grid[:, j])[0] for j in range(grid.shape[1])], 1)
@@ -275,7 +278,7 @@ def fit_gpd(
     y, n = _as_padded(peaks, counts)
     if (n < 1).any():
         raise ValueError(f"every column needs at least one peak; {int((n < 1).sum())} have none")
-    valid = torch.arange(y.shape[1]) < n[:, None]
+    valid = torch.arange(y.shape[1], device=y.device) < n[:, None]
     vals = y[valid]
     if not torch.isfinite(vals).all() or (vals <= 0).any():
         raise ValueError("peaks must be finite and > 0 (exceedances over the threshold)")
@@ -297,7 +300,7 @@ def _spot_fit(y: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
     from scipy.optimize import minimize
 
     xis, sigs = [], []
-    for row, cnt in zip(y.numpy(), n.tolist()):
+    for row, cnt in zip(y.cpu().numpy(), n.tolist()):
         p = row[:cnt]
 
         def w(t: float, p: np.ndarray = p) -> float:
@@ -343,7 +346,10 @@ def _spot_fit(y: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
                 g_best, s_best, ll_best = g, s, ll
         xis.append(g_best)
         sigs.append(s_best)
-    return torch.tensor(xis, dtype=torch.float64), torch.tensor(sigs, dtype=torch.float64)
+    return (
+        torch.tensor(xis, dtype=torch.float64, device=y.device),
+        torch.tensor(sigs, dtype=torch.float64, device=y.device),
+    )
 
 
 def gpd_log_tail(excess: Tensor, xi: Tensor, sigma: Tensor) -> Tensor:
