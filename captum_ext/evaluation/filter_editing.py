@@ -102,14 +102,21 @@ def _extra_output(layer: nn.Module, a: Tensor, dw: Tensor) -> Tensor:
     return layer._conv_forward(a, dw, None)
 
 
-def _edit_hook(mask: Tensor, dw: Tensor | None, lr: float | None) -> Callable:
-    """Forward hook giving copy k of the batch its k-filter edit of the layer's output."""
+def _edit_hook(mask: Tensor, dws: list[tuple[slice, Tensor]] | None, lr: float | None) -> Callable:
+    """Forward hook giving each row of the batch its own edit of the layer's output.
+
+    ``mask`` is ``(rows, C)``; pruning replaces masked channels by their bias; fine-tuning
+    subtracts ``lr * mask * layer(x, dW_i)`` with example ``i``'s gradient on its row slice.
+    """
 
     def hook(layer: nn.Module, args: tuple, out: Tensor) -> Tensor:
         m = _channel_view(mask, out, layer)
-        if dw is None or lr is None:
+        if dws is None or lr is None:
             return m * _bias_view(layer, out) + (1 - m) * out
-        return out - lr * m * _extra_output(layer, args[0], dw)
+        extra = torch.zeros_like(out)
+        for rows, dw in dws:
+            extra[rows] = _extra_output(layer, args[0][rows], dw)
+        return out - lr * m * extra
 
     return hook
 
@@ -123,6 +130,7 @@ def _curves(
     max_k: int,
     lr: float | None,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
+    examples_per_batch: int,
 ) -> EditCurves:
     if not isinstance(inputs, Tensor) or inputs.dim() < 1:
         raise TypeError("inputs must be a tensor with the batch on dim 0")
@@ -132,43 +140,63 @@ def _curves(
         raise ValueError(f"labels must have one class per example ({n}), got {labels.numel()}")
     if not isinstance(max_k, int) or max_k < 1:
         raise ValueError(f"max_k must be a positive int, got {max_k!r}")
+    if not isinstance(examples_per_batch, int) or examples_per_batch < 1:
+        raise ValueError(f"examples_per_batch must be a positive int, got {examples_per_batch!r}")
     ranks = _as_rankings(rankings, n)
     weights = [layer.weight for layer in table.layers]
     per = torch.full((n, max_k + 1, 3), float("nan"), dtype=torch.float64)
+    dev = inputs.device
     with saliency_state(model, weights):
-        for i in range(n):
-            k_i = min(max_k, len(ranks[i]))
-            x, y = inputs[i : i + 1], labels[i : i + 1]
-            masks = _layer_masks(table, ranks[i], k_i, inputs.device)
-            grads: dict[int, Tensor] = {}
-            if lr is not None and masks:
-                with torch.enable_grad():
-                    loss = loss_fn(model(x), y).sum()
-                    gs = torch.autograd.grad(loss, [weights[li] for li in masks])
-                grads = dict(zip(masks, (g.detach() for g in gs)))
+        for start in range(0, n, examples_per_batch):
+            idx = list(range(start, min(n, start + examples_per_batch)))
+            masks, grads, rows, xs = {}, {}, [], []
+            offset = 0
+            for i in idx:
+                k_i = min(max_k, len(ranks[i]))
+                m_i = _layer_masks(table, ranks[i], k_i, dev)
+                k_i = k_i if m_i else 0  # an empty ranking has only column 0
+                sl = slice(offset, offset + k_i + 1)
+                offset += k_i + 1
+                rows.append(sl)
+                xs.append(inputs[i : i + 1].expand(k_i + 1, *inputs.shape[1:]))
+                if lr is not None and m_i:
+                    with torch.enable_grad():
+                        loss = loss_fn(model(inputs[i : i + 1]), labels[i : i + 1]).sum()
+                        gs = torch.autograd.grad(loss, [weights[li] for li in m_i])
+                    for li, g in zip(m_i, gs):
+                        grads.setdefault(li, []).append((sl, g.detach()))
+                for li, m in m_i.items():
+                    if li not in masks:
+                        masks[li] = torch.zeros(0, m.shape[1], device=dev)
+                    masks[li] = _pad_rows(masks[li], sl.start)
+                    masks[li] = torch.cat([masks[li], m])
             handles = []
-
             try:
                 for li in masks:
-                    fn = _edit_hook(masks[li], grads.get(li), lr)
+                    fn = _edit_hook(_pad_rows(masks[li], offset), grads.get(li), lr)
                     handles.append(table.layers[li].register_forward_hook(fn))
                 with torch.no_grad():
-                    xs = x.expand(k_i + 1, *x.shape[1:]) if masks else x
-                    logits = model(xs)
+                    logits = model(torch.cat(xs))
             finally:
                 for h in handles:
                     h.remove()
-            if not masks:  # empty ranking: only column 0
-                k_i = 0
-            p = logits.double().softmax(1)
-            wrong = int(p[0].argmax())
-            per[i, : k_i + 1, 0] = (p[:, wrong] - p[0, wrong]).cpu()
-            per[i, : k_i + 1, 1] = (p[:, int(y)] - p[0, int(y)]).cpu()
-            per[i, : k_i + 1, 2] = (p.argmax(1) == y).double().cpu()
+            for i, sl in zip(idx, rows):
+                p = logits[sl].double().softmax(1)
+                y, wrong, kk = int(labels[i]), int(p[0].argmax()), sl.stop - sl.start
+                per[i, :kk, 0] = (p[:, wrong] - p[0, wrong]).cpu()
+                per[i, :kk, 1] = (p[:, y] - p[0, y]).cpu()
+                per[i, :kk, 2] = (p.argmax(1) == y).double().cpu()
     reached = ~torch.isnan(per[:, :, 0])
     counts = reached.sum(0)
     mean = torch.where(reached[..., None], per, 0.0).sum(0) / counts.clamp_min(1)[:, None]
     return EditCurves(mean[:, 0], mean[:, 1], mean[:, 2], counts, per)
+
+
+def _pad_rows(m: Tensor, rows: int) -> Tensor:
+    """Append zero rows to ``m`` up to ``rows`` rows."""
+    if m.shape[0] >= rows:
+        return m
+    return torch.cat([m, m.new_zeros(rows - m.shape[0], m.shape[1])])
 
 
 def pruning_curves(
@@ -178,6 +206,7 @@ def pruning_curves(
     labels: Tensor,
     rankings: Tensor | Sequence[Tensor],
     max_k: int = 50,
+    examples_per_batch: int = 8,
 ) -> EditCurves:
     """Cumulative filter pruning, batched over k (see the module docstring).
 
@@ -188,6 +217,8 @@ def pruning_curves(
         labels: True labels ``(n,)``.
         rankings: ``(n, m)`` tensor or list of 1-D flat filter rankings, most salient first.
         max_k: Largest number of filters pruned (paper: 50).
+        examples_per_batch: Examples whose ``K + 1`` variants share one forward pass (memory
+            knob; results do not depend on it).
 
     Returns:
         :class:`EditCurves` with ``K + 1`` columns.
@@ -197,7 +228,9 @@ def pruning_curves(
         >>> curves = pruning_curves(model, ps.filters, x_wrong, y_wrong, ranks)
         >>> curves.corrected[-1]  # fraction corrected after pruning 50 filters
     """
-    return _curves(model, table, inputs, labels, rankings, max_k, None, default_loss)
+    return _curves(
+        model, table, inputs, labels, rankings, max_k, None, default_loss, examples_per_batch
+    )
 
 
 def finetuning_curves(
@@ -209,6 +242,7 @@ def finetuning_curves(
     max_k: int = 25,
     lr: float = 1e-3,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    examples_per_batch: int = 8,
 ) -> EditCurves:
     """One-step fine-tuning of the top-1..k filters, batched over k.
 
@@ -220,5 +254,13 @@ def finetuning_curves(
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr}")
     return _curves(
-        model, table, inputs, labels, rankings, max_k, float(lr), loss_fn or default_loss
+        model,
+        table,
+        inputs,
+        labels,
+        rankings,
+        max_k,
+        float(lr),
+        loss_fn or default_loss,
+        examples_per_batch,
     )

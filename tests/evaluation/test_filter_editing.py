@@ -52,8 +52,8 @@ def _naive(model, table, x, y, ranking, k_max, lr):
     return torch.tensor(rows, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("lr", [None, 0.5])
-def test_batched_curves_equal_naive_loop(lr) -> None:
+@pytest.mark.parametrize(("lr", "per_batch"), [(None, 1), (None, 2), (0.5, 8), (0.5, 2)])
+def test_batched_curves_equal_naive_loop(lr, per_batch) -> None:
     model = _model()
     table = FilterTable(model, [model[0], model[3], model[7]])
     g = torch.Generator().manual_seed(1)
@@ -61,9 +61,11 @@ def test_batched_curves_equal_naive_loop(lr) -> None:
     ranks = [torch.randperm(15, generator=g) for _ in range(3)]
     ranks[2] = ranks[2][:4]  # shorter ranking: stops at k = 4
     if lr is None:
-        curves = pruning_curves(model, table, x, y, ranks, max_k=6)
+        curves = pruning_curves(model, table, x, y, ranks, max_k=6, examples_per_batch=per_batch)
     else:
-        curves = finetuning_curves(model, table, x, y, ranks, max_k=6, lr=lr)
+        curves = finetuning_curves(
+            model, table, x, y, ranks, max_k=6, lr=lr, examples_per_batch=per_batch
+        )
     assert curves.counts.tolist() == [3, 3, 3, 3, 3, 2, 2]
     for i in range(3):
         k_i = min(6, len(ranks[i]))
