@@ -188,7 +188,8 @@ def model_randomization(
     Args:
         model: The trained model (never modified: a deep copy is randomised).
         explain: An attribution class (``explain(model).attribute(inputs, target=...)``, e.g.
-            ``captum.attr.Saliency``) or a callable ``(model, inputs, target) -> attributions``.
+            ``captum.attr.Saliency``) or a callable ``(model, inputs, target) -> attributions``
+            of shape (N, C', H, W) (C' may differ from the inputs', e.g. 1 for Grad-CAM).
         inputs: Images (N, C, H, W).
         target: Explained class; None uses the trained model's prediction for every step.
         mode: ``"cascading"`` (from the logits down, cumulative) or ``"independent"``.
@@ -227,10 +228,14 @@ def model_randomization(
         with torch.no_grad():
             target = model(inputs).argmax(1)
     original = run(model, inputs, target).detach()
-    if original.shape != inputs.shape:
+    if (
+        original.dim() != 4
+        or original.shape[0] != inputs.shape[0]
+        or original.shape[-2:] != inputs.shape[-2:]
+    ):
         raise ValueError(
-            f"explanations must have the inputs' shape {tuple(inputs.shape)}, got "
-            f"{tuple(original.shape)}"
+            "explanations must have shape (N, C', H, W) with the inputs' N, H, W "
+            f"{(inputs.shape[0], *inputs.shape[-2:])}, got {tuple(original.shape)}"
         )
     rows = [map_similarities(original, original, measures, ssim_data_range, ssim_sample_covariance)]
     labels = ["original"]

@@ -133,13 +133,20 @@ def test_independent_top_layer_equals_first_cascading_step():
 
 
 def test_bad_input():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    x = torch.rand(2, 1, 4, 4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 12 * 12, 2))
+    x = torch.rand(2, 3, 12, 12)
     with pytest.raises(ValueError, match="mode"):
         model_randomization(model, Saliency, x, mode="random")
     with pytest.raises(ValueError, match="layers"):
         model_randomization(model, Saliency, x, layers=["0"])
     with pytest.raises(ValueError, match="measures"):
         map_similarities(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), measures=("iou",))
+    with pytest.raises(ValueError, match="explanations"):
+        model_randomization(model, lambda m, inp, t: inp[:, 0], x)
+    # single-channel explanations (Grad-CAM style) are fine
+    one = model_randomization(
+        model, lambda m, inp, t: Saliency(m).attribute(inp, target=t).sum(1, keepdim=True), x
+    )
+    assert one.per_image.shape == (2, 4, 2)
     with pytest.raises(TypeError, match="explain"):
         model_randomization(model, 3, x)
