@@ -161,7 +161,7 @@ class LEGTV(_LEGBase):
     ``L = K_L * L_max`` with ``L_max = ||D^{+T} ybar||_inf`` (the smallest L giving ``g = 0``)
     per channel, or the theoretical L of Theorem 1, or an absolute L. With the TV-adapted
     covariance ``D^{+T} Sigma = sigma^2 (D + c 1^T)``, so the LP is sparse (one dense column for
-    the padded D, none for the paper's D): 0.1-0.3 s at 28 x 28 instead of ~35 s for the dense
+    the padded D, none for the paper's D): 0.13-0.37 s at 28 x 28 instead of 35-80 s for the dense
     paper formulation. ``K_L = 0`` gives empirical LEG (Lemma 3); ``K_L = 1`` gives exact zeros
     (padded D); a model whose output does not depend on the input gives exact zeros.
 
@@ -220,7 +220,7 @@ class LEGTV(_LEGBase):
                 paper uses 0.05 or 0.1). Ignored when ``L`` is given.
             L: ``None`` (use ``K_L``), a number >= 0 (absolute L, in the units of Eq. 4), or
                 ``"theory"``: ``sqrt(2 ||D^+||_1 log(P / 0.05) / n)`` (Theorem 1; conservative).
-            solver: ``"auto"`` (HiGHS dual simplex up to 48 x 48 cells, CLARABEL above),
+            solver: ``"auto"`` (HiGHS dual simplex up to 24 x 24 cells, CLARABEL above),
                 ``"highs-ds"``, ``"highs-ipm"`` or ``"clarabel"``.
             shared_L: Use one ``L_max`` (the largest over channels) per example and tensor.
             perturbations_per_eval: As in :meth:`LEG.attribute`.
