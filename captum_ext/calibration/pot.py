@@ -60,7 +60,7 @@ class POTCalibration(Calibration):
             ``rank(..., rank_all=True)``.
         spot_compat: Fit the GPDs as the reference SPOT code does (see
             :func:`captum_ext.calibration.gpd.fit_gpd`); only to reproduce the paper's numbers.
-        n_grid: Root-bracketing grid points per interval of the GPD fit.
+        n_grid: Root-bracketing grid points per interval of the GPD fit (None: automatic).
 
     Examples:
         >>> cal = ps.fit(loader, POTCalibration(level=0.9))
@@ -76,7 +76,7 @@ class POTCalibration(Calibration):
         min_peaks: int = 10,
         keep_reference: bool = False,
         spot_compat: bool = False,
-        n_grid: int = 8,
+        n_grid: int | None = None,
     ) -> None:
         super().__init__()
         n_exceed(level, 10)  # validates level
@@ -254,7 +254,7 @@ class POTCalibration(Calibration):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the fitted state written by :meth:`state_dict`."""
         self.level, self.min_peaks = float(state["level"]), int(state["min_peaks"])
-        self.spot_compat, self.n_grid = bool(state["spot_compat"]), 8
+        self.spot_compat, self.n_grid = bool(state["spot_compat"]), None
         self.threshold, self.xi, self.sigma = state["threshold"], state["xi"], state["sigma"]
         self.n_peaks = state["n_peaks"]
         self.moments = RunningMoments()
