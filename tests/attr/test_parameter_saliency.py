@@ -260,3 +260,48 @@ def test_tuple_inputs_additional_args_and_progress(capsys) -> None:
             torch.cat([m.a.weight.grad.abs().flatten(1).mean(1), m.b.weight.grad.abs().mean(1)])
         )
     _close(prof, torch.stack(ref))
+
+
+def test_attention_with_separate_qkv_projections() -> None:
+    torch.manual_seed(1)
+    att = nn.MultiheadAttention(8, 4, kdim=6, vdim=5, batch_first=True)
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.att = att
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.att(q, k, v)[0].mean(1))
+
+    model = M()
+    q, k, v = torch.randn(3, 2, 8), torch.randn(3, 4, 6), torch.randn(3, 4, 5)
+    y = torch.tensor([2, 0, 1])
+    ps = ParameterSaliency(model, layers=model.att)
+    assert ps.filters.param[:4] == ["q_proj_weight"] * 4 and len(ps.filters) == 12
+    prof = ps.attribute((q, k, v), target=y)
+    ref = []
+    for i in range(3):
+        model.zero_grad()
+        out = model(q[i : i + 1], k[i : i + 1], v[i : i + 1])
+        nn.functional.cross_entropy(out, y[i : i + 1]).backward()
+        ref.append(
+            torch.cat(
+                [getattr(att, f"{p}_proj_weight").grad.abs().reshape(4, -1).mean(1) for p in "qkv"]
+            )
+        )
+    model.zero_grad(set_to_none=True)
+    _close(prof, torch.stack(ref))
+
+
+def test_noise_tunnel_with_tiny_noise_equals_attribute(shapes_model, shapes_batch) -> None:
+    from captum.attr import NoiseTunnel
+
+    model = shapes_model.model
+    x, y, _ = shapes_batch
+    ps = ParameterSaliency(model, layers=model.features[7])
+    plain = ps.attribute(x[:3], target=y[:3])
+    with torch.no_grad():  # NoiseTunnel and sensitivity_max call under no_grad
+        nt = NoiseTunnel(ps).attribute(x[:3], target=y[:3], nt_samples=2, stdevs=1e-7)
+    torch.testing.assert_close(nt, plain, rtol=1e-3, atol=1e-6 * float(plain.abs().max()))
