@@ -132,7 +132,9 @@ percentile.</p>
 deletion and insertion AUC of the predicted class's probability (RISE protocol, 224 steps, zero
 substrate for deletion and an 11x11 blur for insertion), infidelity (Yeh et al. 2019, Captum's
 <code>infidelity</code> with <code>normalize=True</code>, noisy-baseline perturbations, 10
-samples), max-sensitivity (Captum's <code>sensitivity_max</code>, L-infinity radius 0.02,
+samples; for methods that multiply by the inputs, such as IntegratedGradients, Captum divides
+the perturbation by the input, which inflates the score on dark pixels), max-sensitivity
+(Captum's <code>sensitivity_max</code>, L-infinity radius 0.02,
 {data.sensitivity_samples} samples), pointing game and energy inside the
 ground-truth mask (when the dataset has masks). Times are wall-clock on this machine.</p>
 <h2>Saliency maps and timings</h2>

@@ -51,6 +51,11 @@ def test_quick_report_end_to_end(shapes_model, tmp_path):
         for metric in ("deletion", "insertion", "pointing_game", "energy"):
             assert all(0.0 <= v <= 1.0 for v in entry["metrics"][metric]["per_image"])
     assert results["sections"]["landscape"]["total_variation"] > 0
+    psal = results["sections"]["parameter_saliency"]
+    assert psal["n_misclassified"] > 0  # domain shift makes the model err (about 40 %)
+    for ranking in ("z-score", "POT"):
+        assert sum(psal["groups"][ranking].values()) == pytest.approx(100.0)
+    assert "Which filters cause the mistakes" in page
     # the chosen images include at least one the model gets wrong (the model is ~95 % accurate)
     assert len(results["images"]) == 4
     assert any(not im["correct"] for im in results["images"])
