@@ -261,6 +261,10 @@ class PILCRO(nn.Module):
     The α ambiguity: the paper tried α in {1, 10, 100} without saying whether that is α or α0.
     The default ``alpha0=0.1`` gives α = alpha0 * T² = 10 at T = 10 (the paper's best ¶t run if
     its tables report the effective α); the other reading is ``alpha0=10`` (α = 1000).
+    Scale note: the paper's Eq. 9 sums over the H x W locations, so at α = 10 the penalty of a
+    32 x 32 model is typically ~10^3 times its cross-entropy; in ``benchmarks/bench_pilcro.py``
+    (small_cnn, AdamW) that stalled learning, while ``reduction="mean"`` (the same penalty
+    divided by H W) trained normally and still lowered the landscape's TV.
 
     Args:
         kind: ``"target"`` (needs ``target_map``) or ``"curvature"``.
