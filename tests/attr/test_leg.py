@@ -91,6 +91,18 @@ def test_legtv_limits(x, boundary):
         torch.testing.assert_close(flat.mean(-1), leg.flatten(2).mean(-1), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:sigma=0.5")  # a large sigma, so that Theorem 1's L binds
+def test_theory_L_is_theorem_1(x):
+    from captum_ext.attr._utils.tv_lp import theoretical_L
+
+    f = linear(block_weights())
+    kw = {"n_samples": 100, "grid": GRID, "sigma": 0.5}
+    theory = LEGTV(f).attribute(x, L="theory", generator=gen(), **kw)
+    explicit = LEGTV(f).attribute(x, L=theoretical_L(GRID, 100), generator=gen(), **kw)
+    torch.testing.assert_close(theory, explicit)
+    assert theory.abs().max() > 0
+
+
 def test_constant_model_gives_exact_zeros(x):
     f = lambda inp: torch.full((inp.shape[0],), 0.3)  # noqa: E731
     assert torch.all(LEGTV(f).attribute(x, n_samples=20, grid=GRID) == 0)

@@ -219,7 +219,9 @@ class LEGTV(_LEGBase):
             K_L: Relative constraint level in [0, 1]: ``L = K_L * L_max`` (default 0.1; the
                 paper uses 0.05 or 0.1). Ignored when ``L`` is given.
             L: ``None`` (use ``K_L``), a number >= 0 (absolute L, in the units of Eq. 4), or
-                ``"theory"``: ``sqrt(2 ||D^+||_1 log(P / 0.05) / n)`` (Theorem 1; conservative).
+                ``"theory"``: ``sqrt(2 ||D^+||_1 log(P / 0.05) / n)`` (Theorem 1; conservative: the
+                bound assumes perturbations of unit scale, so with the default small sigma it
+                usually exceeds ``L_max`` and the map is 0).
             solver: ``"auto"`` (HiGHS dual simplex up to 24 x 24 cells, CLARABEL above),
                 ``"highs-ds"``, ``"highs-ipm"`` or ``"clarabel"``.
             shared_L: Use one ``L_max`` (the largest over channels) per example and tensor.
