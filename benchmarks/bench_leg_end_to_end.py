@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(2)
     n_img, n, ppe, grid = (2 if args.quick else 4), args.n, 100, (28, 28)
     # the reduced training budget of the test suite (tests/conftest.py): quick to train, cached
-    trained = None if args.untrained else train("small_cnn", "shapes", n_train=3000, epochs=6)
+    trained = None if args.untrained else train("small_cnn", "shapes")
     model = small_cnn(3, 6).eval() if trained is None else trained.model.eval()
     images, labels, _ = SyntheticShapes(n=n_img, split="test").tensors()
 
