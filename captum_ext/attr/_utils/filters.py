@@ -49,16 +49,17 @@ class FilterBlock:
     row_start: int = 0
     heads: int = 0
 
-    def reduce(self, grad: torch.Tensor) -> torch.Tensor:
+    def reduce(self, grad: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Per-filter ``mean(abs(grad))`` of a batch of gradients of this block's parameter.
 
         Args:
             grad: ``(N, *weight.shape)`` per-example gradients of the whole parameter.
+            inplace: Take the abs in place (``grad`` is a temporary nobody else reads).
 
         Returns:
             ``(N, n_filters)``.
         """
-        g = grad.abs()
+        g = grad.abs_() if inplace else grad.abs()
         n = g.shape[0]
         if self.kind == "conv_transpose":
             g = g.transpose(1, 2)

@@ -80,8 +80,11 @@ def _per_example_loss(
     return loss
 
 
-def _conv2d_weight_grad(layer: nn.Conv2d, a: Tensor, g: Tensor) -> Tensor:
-    """Per-example weight gradient ``(n, *layer.weight.shape)`` of a Conv2d from A and G."""
+def _conv2d_factors(layer: nn.Conv2d, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """``unfold(A)`` as ``(n, groups, in/groups * k, P)`` and G as ``(n, groups, out/groups, P)``.
+
+    The per-example weight gradient is ``einsum("ngop,ngip->ngoi", G, U)``.
+    """
     kh, kw = layer.kernel_size
     padding: Any = layer.padding
     if layer.padding_mode != "zeros":
@@ -98,17 +101,19 @@ def _conv2d_weight_grad(layer: nn.Conv2d, a: Tensor, g: Tensor) -> Tensor:
         padding = 0
     u = F.unfold(a, (kh, kw), dilation=layer.dilation, padding=padding, stride=layer.stride)
     n, groups = a.shape[0], layer.groups
-    c_out = g.shape[1]
     u = u.reshape(n, groups, -1, u.shape[-1])
-    gv = g.reshape(n, groups, c_out // groups, -1)
-    return torch.einsum("ngop,ngip->ngoi", gv, u).reshape(n, *layer.weight.shape)
+    gv = g.reshape(n, groups, g.shape[1] // groups, -1)
+    return u, gv
 
 
-def _linear_weight_grad(a: Tensor, g: Tensor) -> Tensor:
+def _factors(layer: nn.Module, a: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-example gradient factors ``(U, G)`` of a Conv2d or Linear (Linear: one group)."""
+    if isinstance(layer, nn.Conv2d):
+        return _conv2d_factors(layer, a, g)
     n = a.shape[0]
-    return torch.einsum(
-        "nto,nti->noi", g.reshape(n, -1, g.shape[-1]), a.reshape(n, -1, a.shape[-1])
-    )
+    u = a.reshape(n, -1, a.shape[-1]).transpose(1, 2).unsqueeze(1)  # (n, 1, in, T)
+    gv = g.reshape(n, -1, g.shape[-1]).transpose(1, 2).unsqueeze(1)  # (n, 1, out, T)
+    return u, gv
 
 
 def hooks_profiles(
@@ -138,25 +143,31 @@ def hooks_profiles(
     if not zs:
         raise ValueError("none of the selected layers ran during the forward pass")
     grads = torch.autograd.grad(loss.sum(), zs, create_graph=create_graph, allow_unused=True)
-    it = iter(grads)
-    cols = []
-    for layer, blocks in zip(table.layers, table.blocks):
-        total = None
-        for a, _z in calls[id(layer)]:
-            g = next(it)
-            if g is None:
-                continue
-            if isinstance(layer, nn.Conv2d):
-                w = _conv2d_weight_grad(layer, a, g)
-            else:
-                w = _linear_weight_grad(a, g)
-            total = w if total is None else total + w
-        if total is None:
+    with torch.set_grad_enabled(create_graph):  # no autograd bookkeeping unless asked for
+        it = iter(grads)
+        cols = []
+        for layer, blocks in zip(table.layers, table.blocks):
+            used = [(a, next(it)) for a, _z in calls[id(layer)]]
+            factors = [_factors(layer, a, g) for a, g in used if g is not None]
             n = outputs.shape[0]
-            cols.append(outputs.new_zeros(n, sum(b.n_filters for b in blocks)))
-        else:
-            cols.append(torch.cat([b.reduce(total) for b in blocks], dim=1))
-    return torch.cat(cols, dim=1)
+            if not factors:
+                cols.append(outputs.new_zeros(n, sum(b.n_filters for b in blocks)))
+            elif len(factors) == 1 and factors[0][0].shape[-1] == 1:
+                # one call, one position: the gradient is an outer product, so
+                # mean_i |G_o U_i| = |G_o| mean_i |U_i| without materialising it
+                u, gv = factors[0]
+                prof = gv[..., 0].abs() * u[..., 0].abs().mean(-1, keepdim=True)
+                cols.append(prof.reshape(n, -1))
+            else:
+                total = torch.einsum("ngop,ngip->ngoi", factors[0][1], factors[0][0])
+                for u, gv in factors[1:]:  # a layer called several times: sum before the abs
+                    total = total + torch.einsum("ngop,ngip->ngoi", gv, u)
+                w = total.reshape(n, *layer.weight.shape)
+                if len(blocks) == 1 and not create_graph:
+                    cols.append(blocks[0].reduce(w, inplace=True))
+                else:
+                    cols.append(torch.cat([b.reduce(w) for b in blocks], dim=1))
+        return torch.cat(cols, dim=1)
 
 
 def func_profiles(
