@@ -217,3 +217,29 @@ def test_bad_profiles_raise() -> None:
         cal.update(torch.tensor([[1.0, math.nan, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="not fitted"):
         cal.score(torch.rand(1, 4))
+
+
+def test_pot_and_zscore_merge_of_shards_equals_one_pass() -> None:
+    # the mergeable state a distributed fit builds on: shards fitted apart, merged, finalized
+    ref = _heavy(300, 5, 11)
+    whole = _fit(POTCalibration(level=0.9), ref)
+    a, b = POTCalibration(level=0.9), POTCalibration(level=0.9)
+    a.begin(_layout(5), 300)
+    b.begin(_layout(5), 300)
+    a.update(ref[:120])
+    b.update(ref[120:200])
+    b.update(ref[200:])
+    merged = a.merge(b).finalize()
+    assert torch.equal(merged.threshold, whole.threshold)
+    torch.testing.assert_close(merged.xi, whole.xi, rtol=0, atol=1e-12)
+    torch.testing.assert_close(merged.moments.mean, whole.moments.mean, rtol=1e-14, atol=0)
+    za, zb = ZScoreCalibration(), ZScoreCalibration()
+    za.begin(_layout(5))
+    zb.begin(_layout(5))
+    za.update(ref[:7])
+    zb.update(ref[7:])
+    torch.testing.assert_close(za.merge(zb).finalize().std, ref.std(0), rtol=1e-12, atol=0)
+    other = ZScoreCalibration()
+    other.begin(Layout(["x"], [5], "other"))
+    with pytest.raises(ValueError, match="different"):
+        za.merge(other)
