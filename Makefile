@@ -38,7 +38,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check captum_ext tests benchmarks tutorials setup.py
-	$(VENV)/bin/ruff format --check captum_ext tests benchmarks setup.py
+	$(VENV)/bin/ruff format --check captum_ext tests benchmarks tutorials setup.py
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
