@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     batch, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
     torch.manual_seed(0)
-    model = train("small_cnn", "shapes", n_train=3000, epochs=6).model.eval()
+    model = train("small_cnn", "shapes").model.eval()
     x, _, _ = SyntheticShapes(n=batch, split="test").tensors()
     y = model(x).argmax(1)
     print(f"small_cnn on SyntheticShapes, batch {batch}, {torch.get_num_threads()} threads")
