@@ -20,6 +20,15 @@ WRONG_FRACTION = 0.25
 SCAN = 600
 #: Max-sensitivity samples per image (Captum's default is 10; each one re-runs the method).
 SENSITIVITY_SAMPLES = {False: 10, True: 2}
+#: Slow methods get fewer max-sensitivity samples (never fewer than 2): at most about this many
+#: seconds of re-runs per method.
+SENSITIVITY_BUDGET_S = 20.0
+
+
+def sensitivity_samples(seconds: float, quick: bool) -> int:
+    """Max-sensitivity samples for a method whose batch took ``seconds``."""
+    most = SENSITIVITY_SAMPLES[quick]
+    return max(2, min(most, int(SENSITIVITY_BUDGET_S / max(seconds, 1e-9))))
 
 
 @dataclass
@@ -33,6 +42,7 @@ class MethodResult:
         attributions: Attributions shaped like the inputs (None if it failed).
         error: ``"ExceptionType: message"`` if the method raised.
         metrics: Per-example metric values (name -> list), filled when metrics are computed.
+        sensitivity_samples: Max-sensitivity samples used (see :func:`sensitivity_samples`).
     """
 
     name: str
@@ -41,6 +51,7 @@ class MethodResult:
     attributions: torch.Tensor | None = None
     error: str | None = None
     metrics: dict[str, list[float]] = field(default_factory=dict)
+    sensitivity_samples: int = 0
 
 
 @dataclass
@@ -56,7 +67,6 @@ class ReportData:
     class_names: Sequence[str]
     results: list[MethodResult]
     quick: bool = False
-    sensitivity_samples: int = 0
 
 
 def select_images(
@@ -129,13 +139,14 @@ def score_methods(
 ) -> None:
     """Fill each successful result's ``metrics`` with :func:`evaluate_attributions` scores.
 
-    Max-sensitivity re-runs the method on perturbed inputs (:data:`SENSITIVITY_SAMPLES` times);
+    Max-sensitivity re-runs the method on perturbed inputs (:func:`sensitivity_samples` times);
     a metric failure is recorded in ``error`` and does not stop the report.
     """
     bar = progress(desc="captum-ext metrics", total=len(specs)) if show_progress else NullProgress()
     try:
         for res, spec in zip(results, specs):
-            if res.attributions is not None:
+            if res.attributions is not None and res.seconds is not None:
+                res.sensitivity_samples = sensitivity_samples(res.seconds, quick)
                 try:
                     scores = evaluate_attributions(
                         model,
@@ -147,7 +158,7 @@ def score_methods(
                         multiply_by_inputs=bool(
                             getattr(spec.build(model), "multiplies_by_inputs", False)
                         ),
-                        n_sensitivity_samples=SENSITIVITY_SAMPLES[quick],
+                        n_sensitivity_samples=res.sensitivity_samples,
                         generator=torch.Generator(device=inputs.device).manual_seed(seed),
                     )
                     res.metrics = {k: [float(v) for v in vals] for k, vals in scores.items()}
@@ -194,5 +205,4 @@ def build_report_data(
         class_names=list(test_set.classes),
         results=results,
         quick=quick,
-        sensitivity_samples=SENSITIVITY_SAMPLES[quick],
     )

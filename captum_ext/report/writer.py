@@ -10,7 +10,7 @@ from pathlib import Path
 from captum_ext._io import atomic_write_text
 from captum_ext.metrics.summary import HIGHER_IS_BETTER, METRIC_NAMES
 from captum_ext.report import plots
-from captum_ext.report.runner import ReportData
+from captum_ext.report.runner import SENSITIVITY_BUDGET_S, SENSITIVITY_SAMPLES, ReportData
 from captum_ext.report.sections import SECTIONS, Section
 
 
@@ -42,6 +42,7 @@ def results_dict(data: ReportData, figures: list[str], sections: list[Section]) 
                 "seconds": r.seconds,
                 "seconds_per_image": None if r.seconds is None else r.seconds / n,
                 "error": r.error,
+                "sensitivity_samples": r.sensitivity_samples,
                 "metrics": {k: {"mean": _mean(v), "per_image": v} for k, v in r.metrics.items()},
             }
             for r in data.results
@@ -135,7 +136,9 @@ substrate for deletion and an 11x11 blur for insertion), infidelity (Yeh et al. 
 samples; for methods that multiply by the inputs, such as IntegratedGradients, Captum divides
 the perturbation by the input, which inflates the score on dark pixels), max-sensitivity
 (Captum's <code>sensitivity_max</code>, L-infinity radius 0.02,
-{data.sensitivity_samples} samples), pointing game and energy inside the
+{SENSITIVITY_SAMPLES[data.quick]} samples, fewer but at least 2 for methods slower than
+{SENSITIVITY_BUDGET_S / SENSITIVITY_SAMPLES[data.quick]:.0f} s per batch: the number is in
+results.json), pointing game and energy inside the
 ground-truth mask (when the dataset has masks). Times are wall-clock on this machine.</p>
 <h2>Saliency maps and timings</h2>
 {imgs}

@@ -45,6 +45,7 @@ def test_quick_report_end_to_end(shapes_model, tmp_path):
         assert entry["seconds"] > 0
         assert f"<td>{name}</td>" in page
         assert set(entry["metrics"]) == set(METRIC_NAMES)  # shapes has masks: all six apply
+        assert entry["sensitivity_samples"] == 2  # --quick
         for metric, values in entry["metrics"].items():
             assert len(values["per_image"]) == 4
             assert all(math.isfinite(v) for v in values["per_image"]), (name, metric)
@@ -90,3 +91,12 @@ def test_unwritable_out_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not a writable folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_slow_methods_get_fewer_sensitivity_samples_within_bounds():
+    from captum_ext.report.runner import SENSITIVITY_BUDGET_S, sensitivity_samples
+
+    assert sensitivity_samples(0.01, quick=False) == 10  # Captum's default for fast methods
+    assert sensitivity_samples(SENSITIVITY_BUDGET_S / 5, quick=False) == 5
+    assert sensitivity_samples(SENSITIVITY_BUDGET_S * 3, quick=False) == 2  # never below 2
+    assert sensitivity_samples(0.01, quick=True) == 2
