@@ -17,6 +17,9 @@ from captum_ext._io import atomic_write  # noqa: E402
 def display_map(attr: torch.Tensor) -> torch.Tensor:
     """Sum of absolute values over channels, scaled to [0, 1] by its 99th percentile.
 
+    Sparse maps (fewer than 1 % non-zero pixels, e.g. CASO) are scaled by their maximum
+    instead, so they do not show as blank.
+
     Args:
         attr: One attribution ``(C, H, W)``.
 
@@ -25,6 +28,8 @@ def display_map(attr: torch.Tensor) -> torch.Tensor:
     """
     m = attr.abs().sum(0)
     hi = torch.quantile(m.flatten().double(), 0.99).item()
+    if hi <= 0:
+        hi = m.max().item()
     return (m / hi).clamp(0, 1) if hi > 0 else torch.zeros_like(m)
 
 
