@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._compat import NullProgress, progress
+from captum_ext._targets import class_index_targets
 from captum_ext.losses.pilcro import (
     _check_images,
     _check_spatial,
@@ -50,30 +51,6 @@ LABELS = ("sampled", "predicted", "given")
 Batches = Tensor | Iterable
 
 
-def _as_labels(target: int | list | Tensor, n: int) -> Tensor:
-    """Turn an int, list or 1-D tensor target into a LongTensor of shape (n,)."""
-    if isinstance(target, bool):
-        raise TypeError("target must be an int, a list of ints or a 1-D tensor, got a bool")
-    if isinstance(target, int):
-        return torch.full((n,), target, dtype=torch.long)
-    if isinstance(target, (list, tuple)):
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-            raise TypeError("target given as a list must hold ints (tuple targets are not allowed)")
-        target = torch.tensor(list(target), dtype=torch.long)
-    if not isinstance(target, Tensor):
-        raise TypeError(
-            f"target must be an int, a list of ints or a 1-D tensor, got {type(target).__name__}"
-        )
-    if target.is_floating_point() or target.is_complex():
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    target = target.reshape(-1) if target.dim() == 0 else target
-    if target.numel() == 1 and n > 1:
-        target = target.expand(n)
-    if target.dim() != 1 or target.shape[0] != n:
-        raise ValueError(f"target must have one label per example ({n}), got {tuple(target.shape)}")
-    return target.long()
-
-
 def _batches(
     data: Batches,
     batch_size: int,
@@ -88,7 +65,7 @@ def _batches(
         images = _check_images(data)
         labels = None
         if want_labels and target is not None:
-            labels = _as_labels(target, images.shape[0]).to(images.device)
+            labels = class_index_targets(target, images.shape[0], images.device)
         for i in range(0, images.shape[0], batch_size):
             chunk = labels[i : i + batch_size] if labels is not None else None
             yield images[i : i + batch_size], chunk
@@ -110,7 +87,7 @@ def _batches(
         images = _check_images(batch, "loader batch")
         labels = None
         if want_labels and second is not None:
-            labels = _as_labels(second, images.shape[0]).to(images.device)
+            labels = class_index_targets(second, images.shape[0], images.device)
         yield images, labels
 
 

@@ -202,7 +202,7 @@ def test_landscape_bad_input():
         importance_landscape(model, x, 1)
     with pytest.raises(ValueError, match=r"lie in \[0, 3\]"):
         importance_landscape(model, x, [0, 1, 4], label="given")
-    with pytest.raises(ValueError, match="one label per example"):
+    with pytest.raises(ValueError, match="one class per example"):
         importance_landscape(model, x, [0, 1], label="given")
     with pytest.raises(ValueError, match="share"):
         importance_landscape(model, [x, torch.randn(2, 2, 8, 8)])

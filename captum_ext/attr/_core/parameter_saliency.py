@@ -29,6 +29,7 @@ from captum_ext._compat import (
     log_usage,
     progress,
 )
+from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
     LossFn,
@@ -216,21 +217,7 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
                     for s in range(0, n, chunk)
                 ]
             return torch.cat(preds)
-        if isinstance(target, tuple):
-            raise ValueError(
-                "target must be an int, a list or a tensor of class indices, not a tuple"
-            )
-        if isinstance(target, int):
-            return torch.full((n,), target, dtype=torch.long, device=dev)
-        t = torch.as_tensor(target, device=dev)
-        if t.dtype.is_floating_point or t.dtype == torch.bool:
-            raise ValueError(f"target must hold integer class indices, got dtype {t.dtype}")
-        t = t.long().reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(n)
-        if t.numel() != n:
-            raise ValueError(f"target must have one class per example ({n}), got {t.numel()}")
-        return t
+        return class_index_targets(target, n, dev)
 
     # ------------------------------------------------------------------ calibration
     def fit(

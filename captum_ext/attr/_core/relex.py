@@ -28,6 +28,7 @@ from captum_ext._compat import (
     log_usage,
     progress,
 )
+from captum_ext._targets import class_index_targets
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
 PRESETS: dict[str, dict[str, float]] = {
@@ -476,38 +477,6 @@ def _check_logits(logits: Any, rows: int, where: str) -> int:
 
 
 def _resolve_target(target: TargetType, logits: Tensor, num: int, n_classes: int) -> Tensor:
-    device = logits.device
     if target is None:
         return logits.argmax(1)
-    if isinstance(target, tuple):
-        raise ValueError(f"target must be a class index per example, got a tuple {target!r}")
-    if isinstance(target, bool):
-        raise ValueError(f"target must be an int, list of ints or tensor, got {target!r}")
-    if isinstance(target, int):
-        classes = torch.full((num,), target, dtype=torch.long, device=device)
-    elif isinstance(target, list):
-        if len(target) != num or not all(
-            isinstance(t, int) and not isinstance(t, bool) for t in target
-        ):
-            raise ValueError(f"target: a list needs {num} ints (one per example), got {target!r}")
-        classes = torch.tensor(target, dtype=torch.long, device=device)
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise ValueError(f"target: a tensor must be of integer dtype, got {target.dtype}")
-        if target.numel() == 1 and target.dim() <= 1:
-            classes = target.reshape(1).to(device=device, dtype=torch.long).expand(num)
-        elif target.dim() == 1 and target.shape[0] == num:
-            classes = target.to(device=device, dtype=torch.long)
-        else:
-            raise ValueError(
-                f"target: a tensor must have shape (), (1,) or ({num},), got {tuple(target.shape)}"
-            )
-    else:
-        raise ValueError(
-            f"target must be None, an int, a list of ints or a tensor, got {type(target).__name__}"
-        )
-    if bool(((classes < 0) | (classes >= n_classes)).any()):
-        raise ValueError(
-            f"target out of range: classes must be in [0, {n_classes}), got {classes.tolist()}"
-        )
-    return classes.contiguous()
+    return class_index_targets(target, num, logits.device, n_classes).contiguous()

@@ -24,6 +24,7 @@ from captum_ext._compat import (
     _run_forward,
     progress,
 )
+from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.hvp import check_logits
 from captum_ext.attr._utils.sparsity import select_lambda1, sparsity_ratio
 
@@ -184,24 +185,7 @@ class ContextAware(GradientAttribution):
                 logits = row_logits(x, torch.arange(n, device=x.device))
             check_logits(logits, n)
             return logits.argmax(1)
-        if isinstance(target, tuple):
-            raise ValueError(
-                "target must be an int, a list of ints or a 1-D tensor of class indices; tuple "
-                f"targets are not supported (the loss needs a class index), got {target!r}"
-            )
-        if isinstance(target, bool):
-            raise TypeError("target must be an int, list or tensor, got a bool")
-        if isinstance(target, int):
-            return torch.full((n,), target, dtype=torch.long, device=x.device)
-        tgt = torch.as_tensor(target, device=x.device)
-        if tgt.is_floating_point() or tgt.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {tgt.dtype}")
-        tgt = tgt.long().reshape(-1)
-        if tgt.numel() == 1:
-            tgt = tgt.expand(n)
-        if tgt.numel() != n:
-            raise ValueError(f"target must have one class per example ({n}), got {tgt.numel()}")
-        return tgt
+        return class_index_targets(target, n, x.device)
 
     @staticmethod
     def _check_common(
