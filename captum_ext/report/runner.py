@@ -74,8 +74,8 @@ def select_images(
 ) -> tuple[list[int], torch.Tensor, torch.Tensor]:
     """Pick ``n_images`` test items, about a quarter of them misclassified (when any exist).
 
-    Returns the chosen indices (misclassified first), their images and the model's predictions
-    for the first :data:`SCAN` items.
+    Returns the chosen indices (misclassified first), and the images and the model's
+    predictions of the first :data:`SCAN` items (index them with the chosen indices).
     """
     n_scan = min(len(dataset), max(SCAN, n_images))
     items = [dataset[i] for i in range(n_scan)]
