@@ -22,6 +22,8 @@ def _readme() -> str:
 
 
 VISION = ["torchvision"]
+#: What the `captum-ext report` command needs beyond the core (ResNet-18, the Digits dataset).
+REPORT = VISION + ["scikit-learn>=1.2"]
 TEST = [
     "pytest>=7",
     "nbclient>=0.7",
@@ -54,7 +56,7 @@ setup(
         "matplotlib>=3.6",
         "tqdm",
     ],
-    extras_require={"vision": VISION, "test": TEST, "dev": DEV},
+    extras_require={"vision": VISION, "report": REPORT, "test": TEST, "dev": DEV},
     entry_points={"console_scripts": ["captum-ext=captum_ext.report.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
