@@ -68,6 +68,14 @@ class Calibration:
         self.n_total = n_total
         self.fitted = False
 
+    def config(self) -> dict[str, Any]:
+        """The settings that must be equal for two fits to be mergeable (kind and options)."""
+        return {"kind": self.kind}
+
+    def finalize_distributed(self, ctx: Any) -> Calibration:  # pragma: no cover - overridden
+        """Merge every rank's streamed state (see :mod:`captum_ext.calibration.distributed`)."""
+        raise NotImplementedError
+
     def _check_profiles(self, profiles: Tensor) -> Tensor:
         if not isinstance(profiles, Tensor) or profiles.dim() != 2:
             raise ValueError(

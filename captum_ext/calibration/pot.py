@@ -28,7 +28,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from captum_ext._distributed import DistContext, agree, all_gather_rows
 from captum_ext.calibration._base import Calibration, register_kind
+from captum_ext.calibration.distributed import (
+    agreed_dtype,
+    gather_slices,
+    merge_moments,
+    merge_topk,
+)
 from captum_ext.calibration.gpd import fit_gpd, gpd_tail_prob
 from captum_ext.calibration.running_stats import RunningMoments, RunningTopK, n_exceed
 from captum_ext.calibration.zscore import STD_FLOOR
@@ -118,9 +125,54 @@ class POTCalibration(Calibration):
             self.reference.extend(other.reference)
         return self
 
+    def config(self) -> dict[str, Any]:
+        """The settings that must be equal for two fits to be mergeable."""
+        return {
+            "kind": self.kind,
+            "level": self.level,
+            "min_peaks": self.min_peaks,
+            "keep_reference": self.keep_reference,
+            "spot_compat": self.spot_compat,
+            "n_grid": self.n_grid,
+        }
+
     def finalize(self) -> POTCalibration:
         """Thresholds, peaks and GPD fits. Warns about filters with too few peaks."""
         n = self.topk.count
+        k = self._n_exceed(n)
+        top = self.topk.sorted_desc()[:, :k]
+        thr, xi, sigma, counts = self._fit_tails(top)
+        return self._set_fit(thr, xi, sigma, counts, n)
+
+    def finalize_distributed(self, ctx: DistContext) -> POTCalibration:
+        """Merge every rank's streamed state exactly, fitting each rank's slice of filters.
+
+        Called on every rank of ``ctx`` after each streamed its shard. Thresholds and peaks equal
+        one process's on the union exactly; each rank fits the GPDs of ``F / world`` filters and
+        every rank ends with all the fits (see :mod:`captum_ext.calibration.distributed`).
+        """
+        f = self.layout.n_filters
+        dtype = agreed_dtype(ctx, self.topk)
+        self.moments = merge_moments(ctx, self.moments, f)
+        n = self.moments.count
+        k = self._n_exceed(n)  # the same n on every rank, so every rank raises alike
+        top, _ = merge_topk(ctx, self.topk, k, f, dtype)
+        with agree(ctx, "the POT fit"):
+            part = torch.stack(self._fit_tails(top), dim=1).to(torch.float64).cpu()
+        fitted = gather_slices(ctx, part)
+        if self.keep_reference:
+            self.reference = [torch.cat(all_gather_rows(ctx, self._local_reference(f)))]
+        dev = top.device
+        thr = fitted[:, 0].to(dev)
+        counts = fitted[:, 3].round().to(torch.int64).to(dev)
+        return self._set_fit(thr, fitted[:, 1], fitted[:, 2], counts, n)
+
+    def _local_reference(self, n_columns: int) -> Tensor:
+        if not self.reference:
+            return torch.empty(0, n_columns)
+        return torch.cat(self.reference)
+
+    def _n_exceed(self, n: int) -> int:
         if n < 2:
             raise ValueError(f"the POT calibration needs at least 2 reference examples, got {n}")
         k = n_exceed(self.level, n)
@@ -129,7 +181,12 @@ class POTCalibration(Calibration):
                 f"the reference loader yielded {n} examples but n_total={self.n_total} was "
                 "announced; pass the right size (len(loader.dataset))"
             )
-        top = self.topk.sorted_desc()[:, :k].to(torch.float64)
+        return k
+
+    def _fit_tails(self, top: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Threshold, GPD ``xi`` and ``sigma`` and peak count of filters' sorted top-K rows."""
+        top = top.to(torch.float64)
+        k = top.shape[1]
         thr = top[:, k - 1]
         mask = top > thr[:, None]
         counts = mask.sum(1)
@@ -145,22 +202,31 @@ class POTCalibration(Calibration):
         if full.any():
             fit = fit_gpd(y[full], counts_c[full], n_grid=self.n_grid, spot_compat=self.spot_compat)
             xi[full], sigma[full] = fit.xi, fit.sigma
-        n_none, n_few = int((counts_c == 0).sum()), int(few.sum())
+        dev = top.device
+        return thr, xi.to(dev), sigma.to(dev), counts
+
+    def _set_fit(
+        self, thr: Tensor, xi: Tensor, sigma: Tensor, counts: Tensor, n: int
+    ) -> POTCalibration:
+        f = thr.shape[0]
+        counts_c = counts.cpu()
+        n_none = int((counts_c == 0).sum())
+        n_few = int(((counts_c >= 1) & (counts_c < self.min_peaks)).sum())
         if n_none:
             warnings.warn(
                 f"{n_none} of {f} filters have no reference value above their threshold "
                 "(e.g. dead filters); they are left out of POT rankings",
-                stacklevel=2,
+                stacklevel=3,
             )
         if n_few:
             warnings.warn(
                 f"{n_few} of {f} filters have fewer than min_peaks={self.min_peaks} peaks; "
                 "they use the exponential fit (xi=0, sigma=mean of peaks)",
-                stacklevel=2,
+                stacklevel=3,
             )
-        dev = top.device
+        dev = thr.device
         self.threshold, self.xi, self.sigma = thr, xi.to(dev), sigma.to(dev)
-        self.n_peaks = counts
+        self.n_peaks = counts.to(dev)
         self.n_total = n
         if self.keep_reference:
             ref = torch.cat(self.reference) if isinstance(self.reference, list) else self.reference

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from captum_ext._distributed import DistContext
 from captum_ext.calibration._base import Calibration, register_kind
+from captum_ext.calibration.distributed import merge_moments
 from captum_ext.calibration.running_stats import RunningMoments
 
 #: A reference standard deviation at or below this is treated as 1 (as Levin et al.'s code does).
@@ -101,6 +103,15 @@ class ZScoreCalibration(Calibration):
         self.n_total = self.moments.count
         self.fitted = True
         return self
+
+    def finalize_distributed(self, ctx: DistContext) -> ZScoreCalibration:
+        """Merge every rank's moments (Chan's rule in rank order), then :meth:`finalize`.
+
+        Called on every rank of ``ctx`` after each streamed its shard; every rank ends with the
+        same mean and standard deviation, equal to one process's on the union up to rounding.
+        """
+        self.moments = merge_moments(ctx, self.moments, self.layout.n_filters)
+        return self.finalize()
 
     def score(self, profiles: Tensor) -> Tensor:
         """``(profiles - mean) / std`` in float64, ``(N, n_filters)``; std <= 1e-14 counts as 1."""

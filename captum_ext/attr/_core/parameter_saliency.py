@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -29,6 +30,7 @@ from captum_ext._compat import (
     log_usage,
     progress,
 )
+from captum_ext._distributed import DistContext, agree, get_context
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
@@ -39,7 +41,9 @@ from captum_ext.attr._utils.per_sample_grads import (
     hooks_profiles,
     saliency_state,
 )
+from captum_ext.attr._utils.reference_size import global_size, reference_size
 from captum_ext.calibration._base import Calibration, Layout
+from captum_ext.calibration.distributed import check_same_setup
 from captum_ext.calibration.pot import POTCalibration
 from captum_ext.calibration.zscore import STD_FLOOR, ZScoreCalibration
 
@@ -101,6 +105,8 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
         self.filters = FilterTable(model, selected)
         self.loss_fn: LossFn = loss_fn if loss_fn is not None else default_loss
         self.calibration: Calibration | None = None
+        self._fit_context: DistContext | None = None
+        self.last_fit_info: dict[str, Any] = {}
 
     @classmethod
     def get_name(cls) -> str:
@@ -226,50 +232,117 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
         calibration: Calibration | None = None,
         show_progress: bool = False,
         internal_batch_size: int | None = None,
+        n_total: int | None = None,
+        process_group: Any = None,
+        distributed: bool | None = None,
     ) -> Calibration:
         """Stream a reference set once into ``calibration`` (default :class:`ZScoreCalibration`).
 
+        Inside a ``torch.distributed`` job (e.g. under ``torchrun``) each rank streams its own
+        shard and the statistics are merged exactly, so every rank ends with the calibration one
+        process would fit on the union of the shards, whatever the number of ranks:
+
+        1. Before streaming the ranks compare their filter layouts and calibration settings; a
+           mismatch raises ``ValueError`` on every rank.
+        2. An exception on one rank while streaming fails every rank (``RuntimeError`` naming
+           the rank); a rank that dies makes the merge fail on the others.
+        3. Z-score: float64 moments merged with Chan's rule. POT: local top-K candidates merged
+           per filter, so thresholds and peaks are exactly the single-process ones; each rank
+           fits the GPDs of its slice of filters (see :mod:`captum_ext.calibration.distributed`).
+
+        Shard with :class:`captum_ext.evaluation.ShardSampler` (``indices[rank::world]``). A
+        :class:`~torch.utils.data.DistributedSampler` works too: the examples it repeats to pad
+        the shards (``drop_last=False``) are dropped, so each example counts once.
+
         Args:
             reference_loader: Iterable of ``(x, y, ...)`` batches (or bare ``x``: predicted
-                class); ``len(loader.dataset)``, if available, sizes POT's running top-K.
+                class), this rank's shard in a distributed job.
             calibration: ``ZScoreCalibration()`` or ``POTCalibration(level=0.9)``.
             show_progress: Progress bar over batches.
             internal_batch_size: Chunk size for the profiles.
+            n_total: Number of reference examples over all ranks, which bounds POT's running
+                top-K (memory ``F x K``). Default: inferred from a ``DistributedSampler`` or
+                ``ShardSampler`` (the whole dataset), else the sum of the ranks'
+                ``len(reference_loader.dataset)``; unknown means every value is kept. Too large
+                only costs memory; too small raises ``ValueError``.
+            process_group: The ``torch.distributed`` group (default: the default group).
+            distributed: ``None``: merge across ranks iff ``torch.distributed`` is initialized
+                with several processes; ``False``: fit this rank's data alone; ``True``: require
+                a process group.
 
         Returns:
-            The fitted calibration (also stored as ``self.calibration``).
+            The fitted calibration (also stored as ``self.calibration``); identical on every
+            rank. ``self.last_fit_info`` records the world size, the examples seen here and in
+            all, the seconds spent streaming and merging, and the bytes this rank sent and
+            received.
 
         Raises:
-            ValueError: an empty loader, non-finite profiles, too few examples.
+            ValueError: an empty loader, non-finite profiles, too few examples, ranks that
+                disagree about the layout or the calibration.
+
+        Examples:
+            >>> # torchrun --nproc-per-node 2 fit.py  (each rank runs the same code)
+            >>> dist.init_process_group("gloo")
+            >>> loader = DataLoader(ds, batch_size=64, sampler=ShardSampler(ds))
+            >>> cal = ps.fit(loader, POTCalibration(level=0.9))
+            >>> ps.save_calibration("pot.pt")   # written by rank 0 only
         """
         cal = calibration if calibration is not None else ZScoreCalibration()
         if not isinstance(cal, Calibration):
             raise TypeError(f"calibration must be a Calibration, got {type(cal).__name__}")
-        try:
-            n_total = len(reference_loader.dataset)  # type: ignore[attr-defined]
-        except (AttributeError, TypeError):
-            n_total = None
-        cal.begin(self.layout(), n_total)
+        if n_total is not None and (not isinstance(n_total, int) or n_total < 1):
+            raise ValueError(f"n_total must be a positive int or None, got {n_total!r}")
+        ctx = get_context(process_group, distributed)
+        announced, limit = reference_size(reference_loader, n_total)
+        layout = self.layout()
+        if ctx is not None:
+            announced = global_size(check_same_setup(ctx, layout, cal, announced))
+        else:
+            announced = None if announced is None else announced[1]
+        cal.begin(layout, announced)
         seen = 0
+        t0 = time.perf_counter()
         bar = (
             progress(desc=f"{self.get_name()} fit", total=None) if show_progress else NullProgress()
         )
-        try:
-            for batch in reference_loader:
-                if isinstance(batch, (list, tuple)):
-                    x, y = batch[0], (batch[1] if len(batch) > 1 else None)
-                else:
-                    x, y = batch, None
-                p = self.profiles(x, y, internal_batch_size=internal_batch_size)
-                cal.update(p)
-                seen += p.shape[0]
-                bar.update()
-        finally:
-            bar.close()
-        if seen == 0:
-            raise ValueError("reference_loader is empty: fit needs reference examples")
-        cal.finalize()
+        with agree(ctx, "ParameterSaliency.fit"):
+            try:
+                for batch in reference_loader:
+                    if isinstance(batch, (list, tuple)):
+                        x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+                    else:
+                        x, y = batch, None
+                    if limit is not None:  # drop the examples a DistributedSampler repeats
+                        keep = min(_batch_size(_format_tensor_into_tuples(x)), limit - seen)
+                        if keep <= 0:
+                            break
+                        x = tuple(t[:keep] for t in x) if isinstance(x, tuple) else x[:keep]
+                        y = y[:keep] if isinstance(y, Tensor) else y
+                    p = self.profiles(x, y, internal_batch_size=internal_batch_size)
+                    cal.update(p)
+                    seen += p.shape[0]
+                    bar.update()
+            finally:
+                bar.close()
+            if seen == 0 and ctx is None:
+                raise ValueError("reference_loader is empty: fit needs reference examples")
+        t1 = time.perf_counter()
+        if ctx is None:
+            cal.finalize()
+        else:
+            cal.finalize_distributed(ctx)
         self.calibration = cal
+        self._fit_context = ctx
+        self.last_fit_info = {
+            "world_size": 1 if ctx is None else ctx.world_size,
+            "rank": 0 if ctx is None else ctx.rank,
+            "n_local": seen,
+            "n_total": int(cal.n_total),
+            "stream_seconds": t1 - t0,
+            "merge_seconds": time.perf_counter() - t1,
+            "bytes_sent": 0 if ctx is None else ctx.bytes_sent,
+            "bytes_received": 0 if ctx is None else ctx.bytes_received,
+        }
         return cal
 
     def _calibration(self) -> Calibration:
@@ -305,8 +378,16 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
         return cal.rank(prof, k=k, **rank_kwargs)
 
     def save_calibration(self, path: str | os.PathLike) -> None:
-        """Save the fitted calibration atomically (tensors only, versioned, with the layout)."""
-        self._calibration().save(path)
+        """Save the fitted calibration atomically (tensors only, versioned, with the layout).
+
+        After a distributed :meth:`fit` only rank 0 writes (every rank holds the same
+        calibration) and every rank returns once the file is in place.
+        """
+        cal = self._calibration()
+        ctx = getattr(self, "_fit_context", None)
+        with agree(ctx, "save_calibration"):
+            if ctx is None or ctx.rank == 0:
+                cal.save(path)
 
     def load_calibration(self, path: str | os.PathLike) -> Calibration:
         """Load a saved calibration; ValueError if it was fitted on another layer layout."""
