@@ -1,5 +1,8 @@
 """The ``captum-ext`` command.
 
+``captum-ext calibrate --out FILE`` fits a ParameterSaliency calibration, also under ``torchrun``
+(see :mod:`captum_ext.report.calibrate`).
+
 ``captum-ext report --out DIR`` trains (or loads from the cache) a model of the embedded
 benchmark, explains a few test images (some of them misclassified) with every registered
 method, and writes ``DIR/index.html``, ``DIR/results.json`` and the PNG figures they show.
@@ -18,6 +21,8 @@ from pathlib import Path
 
 from captum_ext.benchmark.models import MODELS
 from captum_ext.benchmark.training import DATASETS
+from captum_ext.report.calibrate import add_parser as add_calibrate_parser
+from captum_ext.report.calibrate import run as run_calibrate
 
 
 class UsageError(ValueError):
@@ -47,6 +52,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--quick", action="store_true", help="lighter method settings, 4 images")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_calibrate_parser(sub, _Parser)
     return parser
 
 
@@ -101,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``captum-ext`` console script; returns the exit status."""
     try:
         args = _build_parser().parse_args(argv)
+        if args.command == "calibrate":
+            return run_calibrate(args, UsageError)
         return _report(args)
     except UsageError as err:
         print(f"captum-ext: error: {err}", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""``captum-ext calibrate``: fit a parameter-saliency calibration, on one process or under torchrun.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every rank joins a process group
+(NCCL on GPUs, Gloo on CPUs), streams its ``ShardSampler`` shard of the reference images through
+:meth:`captum_ext.attr.ParameterSaliency.fit`, and rank 0 writes the calibration and prints one
+JSON line (sizes, seconds, bytes exchanged). Rank 0 trains or loads the benchmark model first;
+the other ranks then read it from the cache.
+
+Examples:
+    captum-ext calibrate --calibration pot --out pot.pt
+    torchrun --standalone --nproc-per-node 2 -m captum_ext calibrate --calibration pot --out pot.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+
+from captum_ext._distributed import ShardSampler, barrier, get_context
+
+CALIBRATIONS = ("zscore", "pot")
+
+
+def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
+    """Register the ``calibrate`` subcommand."""
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit a ParameterSaliency calibration (runs under torchrun too)",
+        description=(
+            "Fit a z-score or POT calibration of ParameterSaliency on held-out images of the "
+            "embedded benchmark. Under torchrun each rank streams its shard and rank 0 saves."
+        ),
+    )
+    cal.add_argument("--out", required=True, type=Path, help="calibration file to write (.pt)")
+    cal.add_argument("--calibration", default="zscore", help=f"one of {', '.join(CALIBRATIONS)}")
+    cal.add_argument("--level", type=float, default=0.9, help="POT threshold quantile")
+    cal.add_argument("--dataset", default="shapes", help="benchmark dataset")
+    cal.add_argument("--model", default="small_cnn", help="benchmark model")
+    cal.add_argument(
+        "--n-ref", type=int, default=None, help="reference images (default: the test split)"
+    )
+    cal.add_argument("--batch-size", type=int, default=64, help="images per batch and rank")
+    cal.add_argument(
+        "--device", default="auto", help="'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'"
+    )
+    cal.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _setup(device_arg: str, usage_error: type) -> torch.device:
+    """Join the torchrun process group if there is one; the device this rank works on."""
+    if device_arg not in ("auto", "cpu", "cuda"):
+        raise usage_error(f"--device must be 'auto', 'cpu' or 'cuda', got {device_arg!r}")
+    cuda = torch.cuda.is_available() and device_arg != "cpu"
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise usage_error("--device cuda but no CUDA device is available")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            device_id=device if cuda else None,
+            timeout=timedelta(minutes=30),
+        )
+    return device
+
+
+def run(args: argparse.Namespace, usage_error: type) -> int:
+    """Run ``captum-ext calibrate``; returns the exit status."""
+    from captum_ext.attr import ParameterSaliency
+    from captum_ext.benchmark.models import MODELS
+    from captum_ext.benchmark.training import DATASETS, load_data, train
+    from captum_ext.calibration import POTCalibration, ZScoreCalibration
+
+    if args.dataset not in DATASETS:
+        raise usage_error(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
+    if args.model not in MODELS:
+        raise usage_error(f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}")
+    if args.calibration not in CALIBRATIONS:
+        raise usage_error(
+            f"unknown --calibration {args.calibration!r}; choose from {', '.join(CALIBRATIONS)}"
+        )
+    if not 0.0 < args.level < 1.0:
+        raise usage_error(f"--level must be in (0, 1), got {args.level}")
+    if args.batch_size < 1:
+        raise usage_error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.n_ref is not None and args.n_ref < 2:
+        raise usage_error(f"--n-ref must be at least 2, got {args.n_ref}")
+    if args.out.is_dir():
+        raise usage_error(f"--out {str(args.out)!r} is a folder; give a file name such as cal.pt")
+    device = _setup(args.device, usage_error)
+    try:
+        ctx = get_context()
+        rank = 0 if ctx is None else ctx.rank
+        if rank == 0:  # train (or load) once; the others then hit the cache
+            trained = train(args.model, args.dataset)
+        if ctx is not None:
+            barrier(ctx)
+        if rank != 0:
+            trained = train(args.model, args.dataset)
+        model = trained.model.to(device).eval()
+        reference = load_data(trained.config, "test")
+        n_ref = len(reference) if args.n_ref is None else min(args.n_ref, len(reference))
+        reference = Subset(reference, range(n_ref))
+        loader = DataLoader(
+            reference,
+            batch_size=args.batch_size,
+            sampler=ShardSampler(reference),
+            collate_fn=lambda items: _collate(items, device),
+        )
+        calibration = (
+            POTCalibration(level=args.level) if args.calibration == "pot" else ZScoreCalibration()
+        )
+        ps = ParameterSaliency(model)
+        ps.fit(loader, calibration, show_progress=not args.no_progress and rank == 0)
+        ps.save_calibration(args.out)
+        if rank == 0:
+            info = {"out": str(args.out.resolve()), "calibration": args.calibration}
+            info.update(ps.last_fit_info, n_filters=ps.filters.n_filters)
+            print(json.dumps(info))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def _collate(items: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label, ...)`` items onto ``device``."""
+    x = torch.stack([it[0] for it in items]).to(device)
+    y = torch.as_tensor([int(it[1]) for it in items]).to(device)
+    return x, y
