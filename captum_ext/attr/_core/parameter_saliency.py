@@ -381,13 +381,13 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
         """Save the fitted calibration atomically (tensors only, versioned, with the layout).
 
         After a distributed :meth:`fit` only rank 0 writes (every rank holds the same
-        calibration) and every rank returns once the file is in place.
+        calibration) and the other ranks return at once. This is not a collective: call it on
+        every rank or on rank 0 alone.
         """
         cal = self._calibration()
-        ctx = getattr(self, "_fit_context", None)
-        with agree(ctx, "save_calibration"):
-            if ctx is None or ctx.rank == 0:
-                cal.save(path)
+        ctx = self._fit_context
+        if ctx is None or ctx.rank == 0:
+            cal.save(path)
 
     def load_calibration(self, path: str | os.PathLike) -> Calibration:
         """Load a saved calibration; ValueError if it was fitted on another layer layout."""
