@@ -56,7 +56,9 @@ def _assert_same(dist_state: dict, ref: dict, what: str) -> None:
         assert torch.equal(dist_state["reference"], ref["reference"]), what
 
 
-@pytest.mark.parametrize("world, sampler", [(2, "shard"), (3, "distributed"), (2, "uneven")])
+@pytest.mark.parametrize(
+    "world, sampler", [(2, "shard"), (4, "shard"), (3, "distributed"), (2, "uneven")]
+)
 def test_distributed_fit_equals_single_process(world, sampler, reference, tmp_path):
     res = run_ranks(
         "calibration_workers:fit_all", world, tmp_path, out=str(tmp_path), sampler=sampler
