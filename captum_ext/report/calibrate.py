@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from datetime import timedelta
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from captum_ext._distributed import ShardSampler, barrier, get_context
+from captum_ext._distributed import ShardSampler, get_context
+from captum_ext.report.launch import collate_to, setup_distributed, train_once
 
 CALIBRATIONS = ("zscore", "pot")
 
 
-def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register the ``calibrate`` subcommand."""
     cal = sub.add_parser(
         "calibrate",
@@ -53,31 +51,11 @@ def add_parser(sub: argparse._SubParsersAction, parser_class: type) -> None:
     cal.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _setup(device_arg: str, usage_error: type) -> torch.device:
-    """Join the torchrun process group if there is one; the device this rank works on."""
-    if device_arg not in ("auto", "cpu", "cuda"):
-        raise usage_error(f"--device must be 'auto', 'cpu' or 'cuda', got {device_arg!r}")
-    cuda = torch.cuda.is_available() and device_arg != "cpu"
-    if device_arg == "cuda" and not torch.cuda.is_available():
-        raise usage_error("--device cuda but no CUDA device is available")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(
-            "nccl" if cuda else "gloo",
-            device_id=device if cuda else None,
-            timeout=timedelta(minutes=30),
-        )
-    return device
-
-
 def run(args: argparse.Namespace, usage_error: type) -> int:
     """Run ``captum-ext calibrate``; returns the exit status."""
     from captum_ext.attr import ParameterSaliency
     from captum_ext.benchmark.models import MODELS
-    from captum_ext.benchmark.training import DATASETS, load_data, train
+    from captum_ext.benchmark.training import DATASETS, load_data
     from captum_ext.calibration import POTCalibration, ZScoreCalibration
 
     if args.dataset not in DATASETS:
@@ -96,16 +74,11 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         raise usage_error(f"--n-ref must be at least 2, got {args.n_ref}")
     if args.out.is_dir():
         raise usage_error(f"--out {str(args.out)!r} is a folder; give a file name such as cal.pt")
-    device = _setup(args.device, usage_error)
+    device = setup_distributed(args.device, usage_error)
     try:
         ctx = get_context()
         rank = 0 if ctx is None else ctx.rank
-        if rank == 0:  # train (or load) once; the others then hit the cache
-            trained = train(args.model, args.dataset)
-        if ctx is not None:
-            barrier(ctx)
-        if rank != 0:
-            trained = train(args.model, args.dataset)
+        trained = train_once(args.model, args.dataset, ctx)
         model = trained.model.to(device).eval()
         reference = load_data(trained.config, "test")
         n_ref = len(reference) if args.n_ref is None else min(args.n_ref, len(reference))
@@ -114,7 +87,7 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
             reference,
             batch_size=args.batch_size,
             sampler=ShardSampler(reference),
-            collate_fn=lambda items: _collate(items, device),
+            collate_fn=lambda items: collate_to(items, device),
         )
         calibration = (
             POTCalibration(level=args.level) if args.calibration == "pot" else ZScoreCalibration()
@@ -130,10 +103,3 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
-
-
-def _collate(items: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(image, label, ...)`` items onto ``device``."""
-    x = torch.stack([it[0] for it in items]).to(device)
-    y = torch.as_tensor([int(it[1]) for it in items]).to(device)
-    return x, y

@@ -1,7 +1,8 @@
 """The ``captum-ext`` command.
 
 ``captum-ext calibrate --out FILE`` fits a ParameterSaliency calibration, also under ``torchrun``
-(see :mod:`captum_ext.report.calibrate`).
+(see :mod:`captum_ext.report.calibrate`); ``captum-ext attribute --method NAME --out DIR`` runs one
+method over a benchmark split into resumable shards (:mod:`captum_ext.report.attribute_cmd`).
 
 ``captum-ext report --out DIR`` trains (or loads from the cache) a model of the embedded
 benchmark, explains a few test images (some of them misclassified) with every registered
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from captum_ext.benchmark.models import MODELS
 from captum_ext.benchmark.training import DATASETS
+from captum_ext.report.attribute_cmd import add_parser as add_attribute_parser
+from captum_ext.report.attribute_cmd import run as run_attribute
 from captum_ext.report.calibrate import add_parser as add_calibrate_parser
 from captum_ext.report.calibrate import run as run_calibrate
 
@@ -52,7 +55,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--quick", action="store_true", help="lighter method settings, 4 images")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_calibrate_parser(sub, _Parser)
+    add_calibrate_parser(sub)
+    add_attribute_parser(sub)
     return parser
 
 
@@ -109,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         if args.command == "calibrate":
             return run_calibrate(args, UsageError)
+        if args.command == "attribute":
+            return run_attribute(args, UsageError)
         return _report(args)
     except UsageError as err:
         print(f"captum-ext: error: {err}", file=sys.stderr)

@@ -50,16 +50,21 @@ class MethodSpec:
         ``torch.random.fork_rng`` seeded with ``seed``, so reports are reproducible and the
         caller's RNG state is untouched.
         """
-        kwargs = {
-            **_resolve(self.kwargs, inputs),
-            **(_resolve(self.quick_kwargs, inputs) if quick else {}),
-        }
+        kwargs = resolve_kwargs(self, inputs, quick)
         if self.seeded:
             kwargs["generator"] = torch.Generator(device=inputs.device).manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             attr = self.build(model).attribute(inputs, target=target, **kwargs)
         return attr.detach()
+
+
+def resolve_kwargs(spec: MethodSpec, inputs: torch.Tensor, quick: bool) -> dict:
+    """The ``attribute`` keyword arguments of ``spec`` for a batch like ``inputs``."""
+    return {
+        **_resolve(spec.kwargs, inputs),
+        **(_resolve(spec.quick_kwargs, inputs) if quick else {}),
+    }
 
 
 def _resolve(kwargs: dict | Callable[[torch.Tensor], dict], inputs: torch.Tensor) -> dict:

@@ -1,0 +1,56 @@
+"""Shared set-up of the subcommands that also run under ``torchrun``.
+
+``torchrun`` starts one process per rank with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address in the environment; :func:`setup_distributed` joins that process group (NCCL
+when the rank works on a GPU, Gloo otherwise) and :func:`train_once` lets rank 0 train or load
+the benchmark model before the other ranks read it from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from captum_ext._distributed import DistContext, barrier
+
+
+def setup_distributed(device_arg: str, usage_error: type) -> torch.device:
+    """Join the torchrun process group if there is one; the device this rank works on."""
+    if device_arg not in ("auto", "cpu", "cuda"):
+        raise usage_error(f"--device must be 'auto', 'cpu' or 'cuda', got {device_arg!r}")
+    cuda = torch.cuda.is_available() and device_arg != "cpu"
+    if device_arg == "cuda" and not torch.cuda.is_available():
+        raise usage_error("--device cuda but no CUDA device is available")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            device_id=device if cuda else None,
+            timeout=timedelta(minutes=30),
+        )
+    return device
+
+
+def train_once(model: str, dataset: str, ctx: DistContext | None) -> Any:
+    """``train(model, dataset)`` on rank 0 first, then on the others (a cache hit for them)."""
+    from captum_ext.benchmark.training import train
+
+    rank = 0 if ctx is None else ctx.rank
+    trained = train(model, dataset) if rank == 0 else None
+    if ctx is not None:
+        barrier(ctx)
+    return trained if trained is not None else train(model, dataset)
+
+
+def collate_to(items: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(image, label, ...)`` items onto ``device``."""
+    x = torch.stack([it[0] for it in items]).to(device)
+    y = torch.as_tensor([int(it[1]) for it in items]).to(device)
+    return x, y
