@@ -8,7 +8,9 @@ iteration plus one product per trial, as the authors' code does), the paper's li
 schedule (``step="backtrack"``, first trial 0.1) against our default (first trial
 ``1/(2 lambda2)``), and how close each gets to the optimum in 10 iterations.
 
-Usage: ``python benchmarks/bench_caso.py [--quick] [--batch 16] [--repeats 3]``.
+Usage: ``python benchmarks/bench_caso.py [--quick] [--batch 16] [--repeats 3] [--device cuda]``.
+On CUDA only wall time is printed (measured after ``torch.cuda.synchronize()``); process CPU
+time says nothing about GPU work there.
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ from captum_ext.benchmark import SyntheticShapes, train
 GRID = (0.0, 1e-5, 1e-4, 1e-3, 6.25e-3, 1.25e-2, 2.5e-2, 5e-2)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    """Wall-clock and process CPU seconds of one call."""
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock measures it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call (GPU work finished on CUDA)."""
+    sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
     fn()
+    sync(device)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -51,7 +61,7 @@ def naive_caso(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
     for lam1 in GRID:
         op = AutogradHessian(row_logits, loss_fn, flat[:, None], y)
         g = op.gradient()[:, None]
-        v0 = torch.rand(g.shape, generator=gen) - 0.5
+        v0 = (torch.rand(g.shape, generator=gen) - 0.5).to(g.device)  # same draws on any device
         top, _, _ = power_iteration(op, v0, 10)
         lam2 = (top / 2 + 10.0)[:, None, None]
         b = b_prev = torch.zeros_like(g)
@@ -82,7 +92,7 @@ def step_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> N
     )
     g = op.gradient()[:, None]
     lam2 = (torch.linalg.eigvalsh(op.dense())[:, -1] / 2 + 10.0)[:, None]
-    lam1 = torch.tensor(GRID).expand(n, len(GRID))
+    lam1 = torch.tensor(GRID, device=x.device).expand(n, len(GRID))
     ref = fista(op, g, lam1, lam2, n_iter=500, step="fixed").b
     for step in ("fixed", "backtrack"):
         res = fista(op, g, lam1, lam2, n_iter=10, step=step)
@@ -98,13 +108,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 8, 1 repeat")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     batch, repeats = (8, 1) if args.quick else (args.batch, args.repeats)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = train("small_cnn", "shapes").model.eval()
+    model = train("small_cnn", "shapes").model.eval().to(device)
     x, _, _ = SyntheticShapes(n=batch, split="test").tensors()
+    x = x.to(device)
     y = model(x).argmax(1)
-    print(f"small_cnn on SyntheticShapes, batch {batch}, {torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
+    print(f"small_cnn on SyntheticShapes, batch {batch}, {where}")
 
     def saliency() -> object:
         return Saliency(model).attribute(x, target=y)
@@ -131,25 +146,43 @@ def main() -> None:
     # Saliency is timed right before every run of every method. The machine is shared, so wall
     # time drifts with the load of other processes; process CPU time (summed over threads) is
     # far less sensitive to it. Ratios are min(method) / min(Saliency), for both clocks.
+    # On CUDA, CPU time is meaningless (the host mostly waits): only wall time is reported.
     sal_times, results = [], []
-    saliency()  # warm-up
+    for _ in range(2 if cuda else 1):
+        saliency()  # warm-up (twice on CUDA: kernel selection, allocator)
     for name, fn, goal in rows:
-        fn()  # warm-up
+        for _ in range(2 if cuda else 1):
+            fn()  # warm-up
         runs = []
         cheap = "hvp" not in name  # cheap rows get more runs: their min is noisier
         for _ in range(repeats * (5 if cheap else 1)):
-            sal_times.append(timed(saliency))
-            runs.append(timed(fn))
+            sal_times.append(timed(saliency, device))
+            runs.append(timed(fn, device))
         results.append((name, min(r[0] for r in runs), min(r[1] for r in runs), goal))
-    sal_times.append(timed(saliency))
-    naive = timed(lambda: naive_caso(model, x, y))
+        if cuda:  # progress, so that a run cut short by a timeout still reports something
+            sal_w = min(t[0] for t in sal_times)
+            w = results[-1][1]
+            print(f"  measured {name}: {w * 1e3:.2f} ms, {w / sal_w:.1f}x Saliency", flush=True)
+    sal_times.append(timed(saliency, device))
+    if cuda:
+        naive_caso(model, x, y)  # warm-up
+    naive = timed(lambda: naive_caso(model, x, y), device)
     results.append(("naive sequential CASO (8 lambda1)", naive[0], naive[1], None))
     sal_w, sal_c = min(t[0] for t in sal_times), min(t[1] for t in sal_times)
-    print(f"{'':38s} {'wall ms':>9s} {'ratio':>6s} {'cpu ms':>9s} {'ratio':>6s}")
-    print(f"{'Saliency':38s} {sal_w * 1e3:9.1f} {1:6.1f} {sal_c * 1e3:9.1f} {1:6.1f}")
-    for name, w, c, goal in results:
-        note = f"   (goal <= {goal}x)" if goal else ""
-        print(f"{name:38s} {w * 1e3:9.1f} {w / sal_w:6.1f} {c * 1e3:9.1f} {c / sal_c:6.1f}{note}")
+    if cuda:
+        print(f"{'':38s} {'wall ms':>9s} {'ratio':>6s}")
+        print(f"{'Saliency':38s} {sal_w * 1e3:9.2f} {1:6.1f}")
+        for name, w, _, goal in results:
+            note = f"   (goal <= {goal}x)" if goal else ""
+            print(f"{name:38s} {w * 1e3:9.2f} {w / sal_w:6.1f}{note}")
+    else:
+        print(f"{'':38s} {'wall ms':>9s} {'ratio':>6s} {'cpu ms':>9s} {'ratio':>6s}")
+        print(f"{'Saliency':38s} {sal_w * 1e3:9.1f} {1:6.1f} {sal_c * 1e3:9.1f} {1:6.1f}")
+        for name, w, c, goal in results:
+            note = f"   (goal <= {goal}x)" if goal else ""
+            print(
+                f"{name:38s} {w * 1e3:9.1f} {w / sal_w:6.1f} {c * 1e3:9.1f} {c / sal_c:6.1f}{note}"
+            )
     step_accuracy(model, x, y)
     caso = CASO(model)
     caso.attribute(x, target=y, hessian="hvp")

@@ -11,7 +11,10 @@ Run ``python benchmarks/bench_relex.py`` (``--quick`` for a short run). Three me
    IntegratedGradients and NoiseTunnel(Saliency) (SmoothGrad), via
    ``captum_ext.metrics.fidelity``.
 
-Timings take the minimum over interleaved repeats (the machine may be shared).
+Timings take the minimum over interleaved repeats (the machine may be shared). With
+``--device cuda`` everything runs on the GPU: each timing starts and ends with
+``torch.cuda.synchronize()``, every run is called twice before timing, and RelEx and the bare
+passes evaluate all rows of a step in one pass unless ``--samples-per-eval`` says otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from captum_ext.attr import RelEx
 from captum_ext.attr._core.relex import CPU_SAMPLES_PER_EVAL
 from captum_ext.benchmark import SyntheticShapes, small_cnn, train
+
+CPU = torch.device("cpu")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that the clock measures it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bare_passes(model: torch.nn.Module, rows: torch.Tensor, n_iter: int, chunk: int) -> None:
@@ -49,13 +60,14 @@ def naive_loop(
     """
     params = [p for p in model.parameters() if p.requires_grad] if param_grads else []
     out = []
-    gen = torch.Generator().manual_seed(0)
+    dev = inputs.device
+    gen = torch.Generator(device=dev).manual_seed(0)  # on the inputs' device: no host copies
     for x0, c in zip(inputs, targets.tolist()):
-        m = (torch.rand(x0.shape, generator=gen) * 0.01).unsqueeze(0).requires_grad_()
+        m = (torch.rand(x0.shape, generator=gen, device=dev) * 0.01).unsqueeze(0).requires_grad_()
         opt = torch.optim.SGD([m], lr=0.1, momentum=0.99)
         s = 0.1 * (x0.max() - x0.min())
         for _ in range(n_iter):
-            xb = x0 + s * torch.randn((n_samples, *x0.shape), generator=gen)
+            xb = x0 + s * torch.randn((n_samples, *x0.shape), generator=gen, device=dev)
             p_fg = model(xb * m).softmax(1)[:, c]
             p_bg = model(xb * (1 - m)).softmax(1)[:, c]
             loss = (-torch.log(p_fg) - torch.log(1 - p_bg + 1e-7)).mean() + 1e-4 * m.abs().sum()
@@ -68,18 +80,31 @@ def naive_loop(
     return torch.cat(out)
 
 
-def timed(fn) -> float:
+def timed(fn, device: torch.device = CPU) -> float:
+    sync(device)
     start = time.perf_counter()
     fn()
+    sync(device)
     return time.perf_counter() - start
 
 
-def speed(n_examples: int, n_iter: int, n_samples: int, repeats: int, chunk: int) -> None:
-    model = small_cnn(3, 6).eval()
+def speed(
+    n_examples: int,
+    n_iter: int,
+    n_samples: int,
+    repeats: int,
+    chunk: int | None,
+    device: torch.device = CPU,
+) -> None:
+    cuda = device.type == "cuda"
+    model = small_cnn(3, 6).eval().to(device)
     x, _, _ = SyntheticShapes(n=n_examples, split="test").tensors()
+    x = x.to(device)
     with torch.no_grad():
         targets = model(x).argmax(1)
     rows = x.repeat_interleave(2 * n_samples, 0)
+    if chunk is None:  # RelEx's own default: 64 rows per pass on CPU, all rows on a GPU
+        chunk = min(rows.shape[0], CPU_SAMPLES_PER_EVAL) if not cuda else rows.shape[0]
     relex = RelEx(model)
     relex_kw = dict(n_iter=n_iter, n_samples=n_samples, samples_per_eval=chunk)
     runs = {
@@ -92,13 +117,18 @@ def speed(n_examples: int, n_iter: int, n_samples: int, repeats: int, chunk: int
         "naive_authors": lambda: naive_loop(model, x, targets, n_iter, n_samples, True),
     }
     best = dict.fromkeys(runs, float("inf"))
+    if cuda:  # warm-up: cuDNN algorithm choice, allocator, lazy module loading
+        for run in runs.values():
+            run()
+            run()
     for _ in range(repeats):
         for name, run in runs.items():
-            best[name] = min(best[name], timed(run))
+            best[name] = min(best[name], timed(run, device))
+    where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
     print(
         f"speed: small_cnn 3x32x32, M={n_examples} examples, n_iter={n_iter}, "
         f"n_samples={n_samples} ({rows.shape[0]} images per step, {chunk} per pass), "
-        f"{torch.get_num_threads()} threads, min of {repeats}"
+        f"{where}, min of {repeats}"
     )
     for name, value in best.items():
         print(f"  {name:>20}: {value:8.3f} s")
@@ -113,14 +143,16 @@ def speed(n_examples: int, n_iter: int, n_samples: int, repeats: int, chunk: int
     print(f"  authors' loop / RelEx(channels_last=True) = {best['naive_authors'] / nhwc:.3f}")
 
 
-def fidelity(n_images: int, n_iter: int, n_samples: int) -> None:
+def fidelity(n_images: int, n_iter: int, n_samples: int, device: torch.device = CPU) -> None:
     from captum_ext.metrics.fidelity import deletion, preservation
 
-    model = train("small_cnn", "shapes").model.eval()
+    model = train("small_cnn", "shapes").model.eval().to(device)
     x, labels, _ = SyntheticShapes(n=n_images, split="test").tensors()
+    x, labels = x.to(device), labels.to(device)
     with torch.no_grad():
         pred = model(x).argmax(1)
-    relex_kw = dict(n_iter=n_iter, n_samples=n_samples, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator(device=device).manual_seed(0)
+    relex_kw = dict(n_iter=n_iter, n_samples=n_samples, generator=gen)
     methods = {
         "Saliency": lambda: Saliency(model).attribute(x, target=pred, abs=True),
         "IntegratedGradients": lambda: IntegratedGradients(model).attribute(
@@ -141,10 +173,12 @@ def fidelity(n_images: int, n_iter: int, n_samples: int) -> None:
     )
     print(f"  {'method':<22} {'deletion':>9} {'preserv.':>9} {'seconds':>8}")
     for name, fn in methods.items():
+        sync(device)
         start = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(0)
             attr = fn().detach()
+        sync(device)
         seconds = time.perf_counter() - start
         d = deletion(model, x, attr, target=pred).auc.mean().item()
         p = preservation(model, x, attr, target=pred).auc.mean().item()
@@ -156,23 +190,30 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
-        "--samples-per-eval", type=int, default=CPU_SAMPLES_PER_EVAL, help="rows per pass"
+        "--samples-per-eval",
+        type=int,
+        default=None,
+        help=f"rows per pass (default: RelEx's, {CPU_SAMPLES_PER_EVAL} on CPU, all on CUDA)",
     )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--repeats", type=int, default=None, help="speed repeats (default 3)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-fidelity", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    chunk = args.samples_per_eval
     if not args.skip_speed:
         if args.quick:
-            speed(8, n_iter=2, n_samples=50, repeats=2, chunk=args.samples_per_eval)
+            speed(8, 2, 50, args.repeats or 2, chunk, device)
         else:
-            speed(8, n_iter=5, n_samples=50, repeats=3, chunk=args.samples_per_eval)
+            speed(8, 5, 50, args.repeats or 3, chunk, device)
     if not args.skip_fidelity:
         if args.quick:
-            fidelity(n_images=8, n_iter=20, n_samples=8)
+            fidelity(n_images=8, n_iter=20, n_samples=8, device=device)
         else:
-            fidelity(n_images=16, n_iter=30, n_samples=16)
+            fidelity(n_images=16, n_iter=30, n_samples=16, device=device)
 
 
 if __name__ == "__main__":
