@@ -96,10 +96,16 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--resnet50", action="store_true", help="also ResNet-50 224x224 img/s")
+    ap.add_argument(
+        "--no-tf32", action="store_true", help="disable TF32 in cuDNN and matmuls (CUDA precision)"
+    )
     ap.add_argument("--r50-n", type=int, default=256, help="ResNet-50 images timed")
     ap.add_argument("--r50-batch", type=int, default=64, help="ResNet-50 chunk size")
     ap.add_argument("--r50-loop", type=int, default=32, help="ResNet-50 batch-1 loop images")
     args = ap.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     n = 16 if args.quick else args.n
     device = torch.device(args.device)
     cuda = device.type == "cuda"

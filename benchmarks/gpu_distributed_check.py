@@ -3,10 +3,13 @@
 A process group of world size 1 with ``distributed=True`` forces the distributed code path
 (layout/settings handshake, Chan merge of the moments, POT top-K merge by filter slice, the GPD
 fits of this rank's slice), whose collectives then run on CUDA tensors through NCCL. For
-``ZScoreCalibration()`` and ``POTCalibration(level=0.8)`` the result must equal the
-single-process fit on the same ~200 random images: mean/std, xi/sigma to 1e-9 relative,
-thresholds and peak counts exactly. Also checks a ``save_calibration``/``load_calibration``
-round trip and that the loaded calibration scores CUDA profiles like the fitted one.
+``ZScoreCalibration()`` and ``POTCalibration(level=0.8)``:
+
+- merge: the same CUDA profiles streamed into ``finalize_distributed`` and ``finalize`` give
+  bit-identical calibrations, and a save/load round trip scores those profiles alike (1e-12);
+- end to end: ``ParameterSaliency.fit(..., distributed=True)`` agrees with ``distributed=False``
+  up to float32 rounding (rtol 1e-5; GPD parameters 1e-3), since cuDNN's backward passes are
+  not bit-reproducible between two runs, so the two fits see slightly different profiles.
 
 Prints PASS/FAIL per check and exits 1 on any FAIL.
 
@@ -23,15 +26,16 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_ext._distributed import ShardSampler
+from captum_ext._distributed import ShardSampler, get_context
 from captum_ext.attr import ParameterSaliency
 from captum_ext.benchmark.models import build_model
-from captum_ext.calibration import POTCalibration, ZScoreCalibration
+from captum_ext.calibration import Calibration, POTCalibration, ZScoreCalibration
 
 RTOL = 1e-9
 FAILED: list[str] = []
@@ -114,48 +118,41 @@ def fit(
     return ps
 
 
-def check_pair(kind: str, ps_d: ParameterSaliency, ps_s: ParameterSaliency) -> None:
+def check_fits(kind: str, ps_d: ParameterSaliency, ps_s: ParameterSaliency) -> None:
     cd, cs = ps_d.calibration, ps_s.calibration
     report(f"{kind}: n_total", int(cd.n_total) == int(cs.n_total), f"{cd.n_total} vs {cs.n_total}")
-    if kind == "zscore":
-        close(f"{kind}: mean", cd.mean, cs.mean)
-        close(f"{kind}: std", cd.std, cs.std)
-    else:
-        same(f"{kind}: threshold", cd.threshold, cs.threshold)
-        same(f"{kind}: n_peaks", cd.n_peaks, cs.n_peaks)
-        close(f"{kind}: xi", cd.xi, cs.xi)
-        close(f"{kind}: sigma", cd.sigma, cs.sigma)
+    # float32 profile noise (~1e-7) moves thresholds by as much, and the GPD fits a bit more
+    tols = {"mean": 1e-5, "std": 1e-5, "threshold": 1e-5, "xi": 1e-3, "sigma": 1e-3}
+    names = ("mean", "std") if kind == "zscore" else ("threshold", "xi", "sigma")
+    for name in names:
+        close(f"{kind} end to end: {name}", getattr(cd, name), getattr(cs, name), rtol=tols[name])
 
 
-def scores_of(ps: ParameterSaliency, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    s = ps.score(x, target=y)
-    if isinstance(s, torch.Tensor):
-        return [s]
-    return [v for v in s if isinstance(v, torch.Tensor)]  # POTScore: a NamedTuple
-
-
-def round_trip(
-    kind: str, ps: ParameterSaliency, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, f"{kind}.pt")
-        ps.save_calibration(path)
-        loaded = ParameterSaliency(model)
-        cal = loaded.load_calibration(path)
+def check_merge(kind: str, make: Callable[[], Calibration], ps: ParameterSaliency, prof) -> None:
+    """Same profiles through the NCCL merge and the local finalize: identical results."""
+    ctx = get_context(distributed=True)
+    cal_d, cal_s = make(), make()
+    for cal in (cal_d, cal_s):
+        cal.begin(ps.layout(), prof.shape[0])
+        for s in range(0, prof.shape[0], 50):
+            cal.update(prof[s : s + 50])
+    cal_d.finalize_distributed(ctx)
+    cal_s.finalize()
+    report(
+        f"{kind} merge: collectives ran on", ctx.device.type == prof.device.type, str(ctx.device)
+    )
     names = ("mean", "std") if kind == "zscore" else ("threshold", "n_peaks", "xi", "sigma")
     for name in names:
-        a, b = getattr(cal, name), getattr(ps.calibration, name)
-        report(
-            f"{kind}: save/load {name}",
-            torch.equal(a.detach().cpu(), b.detach().cpu()),
-            f"saved on {b.device}, loaded on {a.device}",
-        )
-    before, after = scores_of(ps, x, y), scores_of(loaded, x, y)
-    ok = len(before) == len(after) and all(
-        torch.equal(a.detach().cpu(), b.detach().cpu()) for a, b in zip(before, after)
-    )
-    dev = before[0].device if before else None
-    report(f"{kind}: scores with the loaded calibration == fitted", ok, f"scores on {dev}")
+        same(f"{kind} merge: {name}", getattr(cal_d, name), getattr(cal_s, name))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{kind}.pt")
+        cal_d.save(path)
+        loaded = Calibration.load(path, layout=ps.layout())
+    before, after = cal_d.score(prof), loaded.score(prof)
+    if kind == "pot":
+        same(f"{kind} save/load: exceeds", after.exceeds, before.exceeds)
+        before, after = before.tail_prob, after.tail_prob
+    close(f"{kind} save/load: scores", after, before, rtol=1e-12)
 
 
 def main() -> int:
@@ -179,12 +176,14 @@ def main() -> int:
         x = torch.rand(args.n, 3, 32, 32, generator=gen, device=device)
         y = torch.randint(0, 6, (args.n,), generator=gen, device=device)
         ds = TensorDataset(x, y)
+        prof = ParameterSaliency(model).profiles(x, y, internal_batch_size=args.chunk)
         for kind, make in (
             ("zscore", ZScoreCalibration),
             ("pot", lambda: POTCalibration(level=0.8)),
         ):
             print(f"{kind}:", flush=True)
             try:
+                check_merge(kind, make, ParameterSaliency(model), prof)
                 ps_d = fit(model, ds, make(), True, args.chunk)
                 ps_s = fit(model, ds, make(), False, args.chunk)
                 report(
@@ -192,8 +191,7 @@ def main() -> int:
                     ps_d.last_fit_info["world_size"] == 1 and ps_d._fit_context is not None,
                     f"context device {getattr(ps_d._fit_context, 'device', None)}",
                 )
-                check_pair(kind, ps_d, ps_s)
-                round_trip(kind, ps_d, model, x[:16], y[:16])
+                check_fits(kind, ps_d, ps_s)
             except Exception:  # report and go on with the next calibration
                 traceback.print_exc()
                 report(f"{kind}: ran without an exception", False)
