@@ -4,7 +4,8 @@ Part 1 fits z-score and POT calibrations of ResNet-18 (4,800 filters) on Synthet
 images with 1 process (all cores) and with W processes under ``torchrun`` (cores split between
 them), and prints the fit wall times and their ratio. Both use every core, so on a 2-core machine
 the ideal speed-up is at most 2x (each process also pays its own start-up, which is reported
-apart from the fit).
+apart from the fit). It also prints the per-process scaling: 1 process with one thread
+against W processes with one thread each.
 
 Part 2 streams synthetic profiles with ResNet-18's and ResNet-50's filter counts (4,800 and
 26,560) on 2 ranks and prints the bytes each rank sent and received in the merge, next to the
@@ -71,10 +72,10 @@ def worker(args: argparse.Namespace) -> None:
         local = torch.distributions.Exponential(1.0).sample((len(range(rank, n, world)), f))
         cal = _calibration(args.kind)
         cal.begin(Layout(["synthetic"], [f], "synthetic"), n)
-        if ctx is not None:
-            barrier(ctx)  # time the merge, not the ranks' different start-up
-        t0 = time.perf_counter()
         cal.update(local)
+        if ctx is not None:
+            barrier(ctx)  # time the merge alone
+        t0 = time.perf_counter()
         cal.finalize() if ctx is None else cal.finalize_distributed(ctx)
         info = {
             "merge_seconds": time.perf_counter() - t0,
@@ -87,8 +88,8 @@ def worker(args: argparse.Namespace) -> None:
         dist.destroy_process_group()
 
 
-def _launch(world: int, extra: list[str]) -> tuple[dict, float]:
-    threads = max(1, (os.cpu_count() or 1) // world)
+def _launch(world: int, extra: list[str], threads: int | None = None) -> tuple[dict, float]:
+    threads = threads or max(1, (os.cpu_count() or 1) // world)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     if world == 1:
         cmd = [sys.executable, __file__, "--worker", *extra]
@@ -135,14 +136,18 @@ def main() -> None:
     for kind in ("zscore", "pot"):
         extra = ["--mode", "fit", "--kind", kind, "--n-ref", str(args.n_ref)]
         one, wall1 = _launch(1, extra)
+        lone, _ = _launch(1, extra, threads=1)
         many, wall_w = _launch(args.world, extra)
         fit1 = one["stream_seconds"] + one["merge_seconds"]
+        fit_lone = lone["stream_seconds"] + lone["merge_seconds"]
         fit_w = many["stream_seconds"] + many["merge_seconds"]
         print(
             f"{kind:6s}  1 proc: fit {fit1:6.2f} s ({args.n_ref / fit1:5.1f} img/s), "
             f"process {wall1:5.1f} s | {args.world} procs: fit {fit_w:6.2f} s "
             f"(merge {many['merge_seconds']:.3f} s), process {wall_w:5.1f} s | "
-            f"speed-up fit {fit1 / fit_w:.2f}x, end to end {wall1 / wall_w:.2f}x"
+            f"speed-up fit {fit1 / fit_w:.2f}x, end to end {wall1 / wall_w:.2f}x\n"
+            f"        per-process scaling: 1 proc x 1 thread fit {fit_lone:6.2f} s -> "
+            f"{args.world} procs x 1 thread {fit_w:6.2f} s = {fit_lone / fit_w:.2f}x"
         )
     print(f"\n== Part 2: traffic per rank on 2 ranks, N = {args.traffic_n} (level 0.9)")
     for name, f in (("ResNet-18", 4800), ("ResNet-50", 26560)):
