@@ -323,7 +323,7 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
                         if keep <= 0:
                             break
                         x = tuple(t[:keep] for t in x) if isinstance(x, tuple) else x[:keep]
-                        y = y[:keep] if isinstance(y, Tensor) else y
+                        y = None if y is None else y[:keep]
                     p = self.profiles(x, y, internal_batch_size=internal_batch_size)
                     cal.update(p)
                     seen += p.shape[0]
