@@ -21,7 +21,12 @@ import torch.distributed as dist
 from torch.utils.data import Subset
 
 from captum_ext._distributed import get_context
-from captum_ext.report.launch import setup_distributed, train_once
+from captum_ext.report.launch import (
+    add_benchmark_options,
+    check_benchmark_options,
+    setup_distributed,
+    train_once,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     att.add_argument("--method", required=True, help="a registered method name (see `report`)")
     att.add_argument("--out", required=True, type=Path, help="results folder")
-    att.add_argument("--dataset", default="shapes", help="benchmark dataset")
-    att.add_argument("--model", default="small_cnn", help="benchmark model")
     att.add_argument("--split", default="test", help="'test' or 'train'")
     att.add_argument(
         "--n-images", type=int, default=None, help="the first N images (default: the whole split)"
@@ -46,26 +49,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     att.add_argument("--batch-size", type=int, default=16, help="images per attribute call")
     att.add_argument("--quick", action="store_true", help="the report's lighter settings")
     att.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
-    att.add_argument(
-        "--device", default="auto", help="'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'"
-    )
-    att.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    add_benchmark_options(att)
 
 
 def run(args: argparse.Namespace, usage_error: type) -> int:
     """Run ``captum-ext attribute``; returns the exit status."""
-    from captum_ext.benchmark.models import MODELS
-    from captum_ext.benchmark.training import DATASETS, load_data
+    from captum_ext.benchmark.training import load_data
     from captum_ext.evaluation import attribute_dataset
     from captum_ext.report.registry import available_methods, resolve_kwargs
 
     methods = available_methods()
     if args.method not in methods:
         raise usage_error(f"unknown --method {args.method!r}; choose from {', '.join(methods)}")
-    if args.dataset not in DATASETS:
-        raise usage_error(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
-    if args.model not in MODELS:
-        raise usage_error(f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}")
+    check_benchmark_options(args, usage_error)
     if args.split not in ("test", "train"):
         raise usage_error(f"--split must be 'test' or 'train', got {args.split!r}")
     for flag, value in (("--n-images", args.n_images), ("--chunk-size", args.chunk_size)):

@@ -21,7 +21,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from captum_ext._distributed import ShardSampler, get_context
-from captum_ext.report.launch import collate_to, setup_distributed, train_once
+from captum_ext.report.launch import (
+    add_benchmark_options,
+    check_benchmark_options,
+    collate_to,
+    setup_distributed,
+    train_once,
+)
 
 CALIBRATIONS = ("zscore", "pot")
 
@@ -39,29 +45,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--out", required=True, type=Path, help="calibration file to write (.pt)")
     cal.add_argument("--calibration", default="zscore", help=f"one of {', '.join(CALIBRATIONS)}")
     cal.add_argument("--level", type=float, default=0.9, help="POT threshold quantile")
-    cal.add_argument("--dataset", default="shapes", help="benchmark dataset")
-    cal.add_argument("--model", default="small_cnn", help="benchmark model")
     cal.add_argument(
         "--n-ref", type=int, default=None, help="reference images (default: the test split)"
     )
     cal.add_argument("--batch-size", type=int, default=64, help="images per batch and rank")
-    cal.add_argument(
-        "--device", default="auto", help="'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'"
-    )
-    cal.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    add_benchmark_options(cal)
 
 
 def run(args: argparse.Namespace, usage_error: type) -> int:
     """Run ``captum-ext calibrate``; returns the exit status."""
     from captum_ext.attr import ParameterSaliency
-    from captum_ext.benchmark.models import MODELS
-    from captum_ext.benchmark.training import DATASETS, load_data
+    from captum_ext.benchmark.training import load_data
     from captum_ext.calibration import POTCalibration, ZScoreCalibration
 
-    if args.dataset not in DATASETS:
-        raise usage_error(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
-    if args.model not in MODELS:
-        raise usage_error(f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}")
+    check_benchmark_options(args, usage_error)
     if args.calibration not in CALIBRATIONS:
         raise usage_error(
             f"unknown --calibration {args.calibration!r}; choose from {', '.join(CALIBRATIONS)}"

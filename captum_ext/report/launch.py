@@ -8,6 +8,7 @@ the benchmark model before the other ranks read it from the cache.
 
 from __future__ import annotations
 
+import argparse
 import os
 from datetime import timedelta
 from typing import Any
@@ -54,3 +55,24 @@ def collate_to(items: list, device: torch.device) -> tuple[torch.Tensor, torch.T
     x = torch.stack([it[0] for it in items]).to(device)
     y = torch.as_tensor([int(it[1]) for it in items]).to(device)
     return x, y
+
+
+def add_benchmark_options(parser: argparse.ArgumentParser) -> None:
+    """``--dataset``, ``--model``, ``--device`` and ``--no-progress``, shared by subcommands."""
+    parser.add_argument("--dataset", default="shapes", help="benchmark dataset")
+    parser.add_argument("--model", default="small_cnn", help="benchmark model")
+    parser.add_argument(
+        "--device", default="auto", help="'auto' (cuda:LOCAL_RANK if available), 'cpu' or 'cuda'"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def check_benchmark_options(args: argparse.Namespace, usage_error: type) -> None:
+    """Raise ``usage_error`` for an unknown ``--dataset`` or ``--model``."""
+    from captum_ext.benchmark.models import MODELS
+    from captum_ext.benchmark.training import DATASETS
+
+    if args.dataset not in DATASETS:
+        raise usage_error(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
+    if args.model not in MODELS:
+        raise usage_error(f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}")
