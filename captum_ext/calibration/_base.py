@@ -8,6 +8,7 @@ names, per-layer filter counts and a layout hash) that is checked on load and on
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -52,8 +53,13 @@ class Layout:
         }
 
 
-class Calibration:
-    """Base class: streaming ``begin``/``update``/``finalize``, ``score``, ``rank``, persistence."""
+class Calibration(ABC):
+    """Base class: streaming ``begin``/``update``/``finalize``, ``score``, ``rank``, persistence.
+
+    Subclasses implement the streaming hooks (:meth:`update`, :meth:`finalize`,
+    :meth:`finalize_distributed`) and the persistence hooks (:meth:`state_dict`,
+    :meth:`load_state_dict`).
+    """
 
     kind = "base"
 
@@ -72,9 +78,17 @@ class Calibration:
         """The settings that must be equal for two fits to be mergeable (kind and options)."""
         return {"kind": self.kind}
 
-    def finalize_distributed(self, ctx: Any) -> Calibration:  # pragma: no cover - overridden
+    @abstractmethod
+    def update(self, profiles: Tensor) -> None:
+        """Add a batch of reference profiles ``(n, n_filters)``."""
+
+    @abstractmethod
+    def finalize(self) -> Calibration:
+        """Turn the streamed state into the fitted calibration; returns self."""
+
+    @abstractmethod
+    def finalize_distributed(self, ctx: Any) -> Calibration:
         """Merge every rank's streamed state (see :mod:`captum_ext.calibration.distributed`)."""
-        raise NotImplementedError
 
     def _check_profiles(self, profiles: Tensor) -> Tensor:
         if not isinstance(profiles, Tensor) or profiles.dim() != 2:
@@ -99,11 +113,13 @@ class Calibration:
         if not self.fitted:
             raise ValueError(f"{type(self).__name__} is not fitted: call fit() first (or load())")
 
-    def state_dict(self) -> dict[str, Any]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted state: tensors and plain numbers only."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the fitted state written by :meth:`state_dict`."""
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted calibration atomically (tensors, strings and ints only)."""
