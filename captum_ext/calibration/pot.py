@@ -161,16 +161,17 @@ class POTCalibration(Calibration):
             part = torch.stack(self._fit_tails(top), dim=1).to(torch.float64).cpu()
         fitted = gather_slices(ctx, part)
         if self.keep_reference:
-            self.reference = [torch.cat(all_gather_rows(ctx, self._local_reference(f)))]
+            local = self._local_reference(f, dtype)
+            self.reference = [torch.cat(all_gather_rows(ctx, local))]
         dev = top.device
         thr = fitted[:, 0].to(dev)
         counts = fitted[:, 3].round().to(torch.int64).to(dev)
         return self._set_fit(thr, fitted[:, 1], fitted[:, 2], counts, n)
 
-    def _local_reference(self, n_columns: int) -> Tensor:
-        if not self.reference:
-            return torch.empty(0, n_columns)
-        return torch.cat(self.reference)
+    def _local_reference(self, n_columns: int, dtype: torch.dtype) -> Tensor:
+        if not self.reference:  # a rank without data still sends the agreed dtype
+            return torch.empty(0, n_columns, dtype=dtype)
+        return torch.cat(self.reference).to(dtype)
 
     def _n_exceed(self, n: int) -> int:
         if n < 2:
