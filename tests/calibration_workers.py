@@ -72,7 +72,8 @@ def fit_all(rank: int, world: int, out: str, sampler: str = "shard") -> None:
         elif sampler == "distributed":  # pads with repeats (61 -> 63 for 3 ranks), shuffled
             loader = DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds, seed=5))
         else:  # user-sharded, very uneven: rank 0 gets 45 examples, the others share the rest
-            cut = [0, 45, *[45 + (N_REF - 45) * r // (world - 1) for r in range(1, world)]]
+            first = N_REF if sampler == "empty" else 45  # "empty": the other ranks get none
+            cut = [0, first, *[first + (N_REF - first) * r // (world - 1) for r in range(1, world)]]
             loader = DataLoader(Subset(ds, range(cut[rank], cut[rank + 1])), batch_size=7)
         ps.fit(loader, cal, internal_batch_size=1)  # profiles independent of batching
         ps.save_calibration(Path(out) / f"{name}.pt")

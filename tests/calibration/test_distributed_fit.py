@@ -57,7 +57,8 @@ def _assert_same(dist_state: dict, ref: dict, what: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "world, sampler", [(2, "shard"), (4, "shard"), (3, "distributed"), (2, "uneven")]
+    "world, sampler",
+    [(2, "shard"), (4, "shard"), (3, "distributed"), (2, "uneven"), (3, "empty")],
 )
 def test_distributed_fit_equals_single_process(world, sampler, reference, tmp_path):
     res = run_ranks(
