@@ -32,6 +32,7 @@ from captum_ext._compat import (
 )
 from captum_ext._distributed import DistContext, agree, get_context
 from captum_ext._targets import class_index_targets
+from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
     LossFn,
@@ -50,7 +51,7 @@ from captum_ext.calibration.zscore import STD_FLOOR, ZScoreCalibration
 GroupSpec = dict[str, str] | Callable[[str], str] | None
 
 
-class ParameterSaliency(LayerAttribution, GradientAttribution):
+class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution):
     r"""Filter-wise parameter saliency with z-score or POT calibration.
 
     The raw *profile* of filter ``j`` for an example ``(x, y)`` is the mean over the filter's
@@ -117,16 +118,6 @@ class ParameterSaliency(LayerAttribution, GradientAttribution):
     @classmethod
     def get_name(cls) -> str:
         return "ParameterSaliency"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
-
-    def attribute_future(self) -> Any:
-        raise NotImplementedError("attribute_future is not implemented for ParameterSaliency")
 
     def layout(self) -> Layout:
         """The filter layout (layer names, counts, hash) calibrations are checked against."""

@@ -29,6 +29,7 @@ from captum_ext._compat import (
     progress,
 )
 from captum_ext._targets import class_index_targets
+from captum_ext.attr._utils.contract import NoAttributeFuture
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
 PRESETS: dict[str, dict[str, float]] = {
@@ -50,7 +51,7 @@ REFERENCE_EPS = 1e-7
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
 
 
-class RelEx(GradientAttribution):
+class RelEx(NoAttributeFuture, GradientAttribution):
     r"""RelEx: a mask in [0, 1] that keeps the class on noisy copies and loses it on its complement.
 
     For each example x0 (with class c), RelEx minimises over a mask m shaped like the input
@@ -100,19 +101,6 @@ class RelEx(GradientAttribution):
     def get_name(cls) -> str:
         """Readable name used in progress bars."""
         return "RelEx"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        """False: the mask is a relevance score, not input times something."""
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        """False: RelEx returns no convergence delta."""
-        return False
-
-    def attribute_future(self) -> None:
-        """Not implemented: RelEx has no asynchronous variant."""
-        raise NotImplementedError("attribute_future is not implemented for RelEx")
 
     @log_usage()
     def attribute(

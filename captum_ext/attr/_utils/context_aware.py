@@ -25,6 +25,7 @@ from captum_ext._compat import (
     progress,
 )
 from captum_ext._targets import class_index_targets
+from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.hvp import check_logits
 from captum_ext.attr._utils.sparsity import select_lambda1, sparsity_ratio
 
@@ -40,7 +41,7 @@ def _default_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-class ContextAware(GradientAttribution):
+class ContextAware(NoAttributeFuture, GradientAttribution):
     """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
 
     _name = ""
@@ -56,19 +57,6 @@ class ContextAware(GradientAttribution):
         self.loss_fn = loss_fn
         #: Per-example details of the last call (see the class docstring).
         self.last_info: dict[str, Any] = {}
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        """False: ``Delta`` is a perturbation, not multiplied by the input."""
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        """False: no convergence delta is returned."""
-        return False
-
-    def attribute_future(self) -> Any:
-        """Not implemented."""
-        raise NotImplementedError(f"attribute_future is not implemented for {self.get_name()}")
 
     @classmethod
     def get_name(cls) -> str:

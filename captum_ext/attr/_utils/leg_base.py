@@ -24,6 +24,7 @@ from captum_ext._compat import (
     _run_forward,
     progress,
 )
+from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.grid import cell_sizes, sample_tv_perturbations, upsample_nearest
 
 TensorOrTupleOfTensors = Union[Tensor, tuple[Tensor, ...]]
@@ -32,7 +33,7 @@ GridArg = Union[None, tuple[int, int], Sequence[tuple[int, int]]]
 _DEFAULT_GRID = (28, 28)
 
 
-class _LEGBase(PerturbationAttribution):
+class _LEGBase(NoAttributeFuture, PerturbationAttribution):
     """Sampling, batched model evaluation and output assembly shared by LEG and LEG-TV."""
 
     def __init__(self, forward_func: Callable[..., Tensor]) -> None:
@@ -49,10 +50,6 @@ class _LEGBase(PerturbationAttribution):
     def multiplies_by_inputs(self) -> bool:
         """LEG estimates a (local-average) gradient; it is not multiplied by the inputs."""
         return False
-
-    def attribute_future(self, *args: Any, **kwargs: Any) -> None:
-        """Not supported: LEG needs the values of all its model evaluations."""
-        raise NotImplementedError(f"{self.get_name()} does not support attribute_future")
 
     # ------------------------------------------------------------------ validation
     @staticmethod
