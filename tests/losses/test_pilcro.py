@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from small_nets import generator, tanh_net
 from torch import nn
 
 from captum_ext.benchmark import SyntheticShapes, small_cnn
@@ -20,23 +21,6 @@ from captum_ext.losses.pilcro import (
     _sq_input_gradients,
 )
 from captum_ext.metrics.landscape import importance_landscape
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _tanh_net(c_in: int = 2, classes: int = 4, seed: int = 0) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return nn.Sequential(
-            nn.Conv2d(c_in, 4, 3, padding=1),
-            nn.Tanh(),
-            nn.Conv2d(4, 4, 3),
-            nn.Tanh(),
-            nn.Flatten(),
-            nn.LazyLinear(classes),
-        )
 
 
 def _flat_model(c_in: int = 3, classes: int = 5) -> nn.Module:
@@ -73,8 +57,8 @@ def test_normalised_landscape_has_unit_mean_square(shape):
 
 def test_sampled_landscape_of_a_random_model_has_unit_mean_square():
     for seed in range(3):
-        model, x = _tanh_net(seed=seed), torch.randn(6, 2, 7, 8)
-        sq, classes = _sq_input_gradients(model, x, generator=_gen(seed))
+        model, x = tanh_net(seed=seed), torch.randn(6, 2, 7, 8)
+        sq, classes = _sq_input_gradients(model, x, generator=generator(seed))
         assert classes.shape == (6,)
         mean_sq = (_normalise_landscape(sq) ** 2).mean()
         assert abs(float(mean_sq) - 1.0) < 1e-6
@@ -96,21 +80,23 @@ def test_curvature_of_constant_and_affine_landscapes_is_zero(kernel):
 
 def test_flat_model_has_zero_curvature_and_zero_target_penalty():
     model, x = _flat_model(), torch.rand(8, 3, 6, 6)
-    curvature = PILCRO("curvature", every=1, alpha0=1.0, generator=_gen())(model, x)
+    curvature = PILCRO("curvature", every=1, alpha0=1.0, generator=generator())(model, x)
     assert abs(curvature.detach().item()) < 1e-10
-    target = PILCRO("target", every=1, alpha0=1.0, target_map=torch.ones(6, 6), generator=_gen())
+    target = PILCRO(
+        "target", every=1, alpha0=1.0, target_map=torch.ones(6, 6), generator=generator()
+    )
     assert abs(target(model, x).detach().item()) < 1e-9
 
 
 def test_target_penalty_is_zero_at_the_landscape_and_a_squared_distance_elsewhere():
-    model, x = _tanh_net(), torch.randn(10, 2, 7, 8)
-    landscape = importance_landscape(model, x, generator=_gen(3))  # same draws as below
-    at_landscape = PILCRO("target", every=1, target_map=landscape, generator=_gen(3))
+    model, x = tanh_net(), torch.randn(10, 2, 7, 8)
+    landscape = importance_landscape(model, x, generator=generator(3))  # same draws as below
+    at_landscape = PILCRO("target", every=1, target_map=landscape, generator=generator(3))
     assert abs(at_landscape.penalty(model, x).detach().item()) < 1e-9
     shifted = landscape.clone()
     shifted[2, 5] += 0.5
     for reduction, expected in (("sum", 0.25), ("mean", 0.25 / 56)):
-        loss = PILCRO("target", target_map=shifted, generator=_gen(3), reduction=reduction)
+        loss = PILCRO("target", target_map=shifted, generator=generator(3), reduction=reduction)
         assert loss.penalty(model, x).item() == pytest.approx(expected, rel=1e-4)
 
 
@@ -125,7 +111,7 @@ def test_penalty_alone_gives_nonzero_gradients_on_every_conv_weight():
     x = torch.rand(8, 3, 16, 16)
     for kind, kwargs in (("curvature", {}), ("target", {"target_map": torch.ones(16, 16)})):
         model.zero_grad(set_to_none=True)
-        loss = PILCRO(kind, every=1, generator=_gen(), **kwargs)(model, x)
+        loss = PILCRO(kind, every=1, generator=generator(), **kwargs)(model, x)
         assert loss.requires_grad
         loss.backward()
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -157,7 +143,7 @@ def test_penalty_gradient_matches_finite_differences(kind):
     extra = {"target_map": target} if kind == "target" else {}
 
     def penalty(weight: torch.Tensor) -> torch.Tensor:
-        loss = PILCRO(kind, every=1, alpha0=1.0, generator=_gen(1), **extra)
+        loss = PILCRO(kind, every=1, alpha0=1.0, generator=generator(1), **extra)
         return loss(_WeightAsInput(weight, rest), x)
 
     weight = (0.5 * torch.randn(2, 1, 3, 3, dtype=torch.float64)).requires_grad_()
@@ -168,13 +154,13 @@ def test_penalty_gradient_matches_finite_differences(kind):
 
 
 def test_schedule_returns_zero_without_calling_the_model_and_scales_by_alpha0_t2():
-    model, x = _tanh_net(), torch.randn(5, 2, 7, 8)
+    model, x = tanh_net(), torch.randn(5, 2, 7, 8)
     model(x)  # materialise the lazy layer
     calls = []
     handle = model.register_forward_hook(lambda *args: calls.append(1))
     try:
-        loss = PILCRO("curvature", alpha0=0.3, every=3, generator=_gen(7))
-        reference = PILCRO("curvature", generator=_gen(7))
+        loss = PILCRO("curvature", alpha0=0.3, every=3, generator=generator(7))
+        reference = PILCRO("curvature", generator=generator(7))
         values = []
         for i in range(7):
             before = len(calls)
@@ -199,10 +185,10 @@ def test_schedule_returns_zero_without_calling_the_model_and_scales_by_alpha0_t2
 
 
 def test_no_grad_still_computes_the_penalty_without_a_graph():
-    model, x = _tanh_net(), torch.randn(5, 2, 7, 8)
-    with_grad = PILCRO("curvature", every=1, generator=_gen(2))(model, x)
+    model, x = tanh_net(), torch.randn(5, 2, 7, 8)
+    with_grad = PILCRO("curvature", every=1, generator=generator(2))(model, x)
     with torch.no_grad():
-        without = PILCRO("curvature", every=1, generator=_gen(2))(model, x)
+        without = PILCRO("curvature", every=1, generator=generator(2))(model, x)
     assert with_grad.requires_grad and not without.requires_grad
     torch.testing.assert_close(with_grad.detach(), without)
 
@@ -219,7 +205,7 @@ def test_mode_flags_are_restored_per_submodule_and_the_penalty_runs_in_eval():
     seen = []
     handle = model.features[0].register_forward_hook(lambda mod, i, o: seen.append(mod.training))
     try:
-        PILCRO("curvature", every=1, generator=_gen())(model, torch.rand(4, 3, 12, 12))
+        PILCRO("curvature", every=1, generator=generator())(model, torch.rand(4, 3, 12, 12))
     finally:
         handle.remove()
     assert seen == [False]
@@ -240,7 +226,7 @@ def test_mode_flags_are_restored_when_the_forward_raises():
 
 
 def test_call_leaves_grads_flags_and_global_rng_untouched():
-    model, x = _tanh_net(), torch.randn(5, 2, 7, 8)
+    model, x = tanh_net(), torch.randn(5, 2, 7, 8)
     model(x)
     model[0].bias.requires_grad_(False)
     flags = [p.requires_grad for p in model.parameters()]
@@ -272,20 +258,20 @@ class _FixedProbs(nn.Module):
 def test_classes_are_sampled_from_the_softmax_not_the_argmax():
     probs = torch.tensor([0.2, 0.3, 0.5])
     x = torch.zeros(6000, 1, 3, 3)
-    _, classes = _sq_input_gradients(_FixedProbs(probs), x, generator=_gen(5))
+    _, classes = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
     freq = torch.bincount(classes, minlength=3).double() / len(classes)
     sigma = (probs.double() * (1 - probs.double()) / len(classes)).sqrt()
     assert ((freq - probs.double()).abs() < 5 * sigma).all(), freq
-    _, again = _sq_input_gradients(_FixedProbs(probs), x, generator=_gen(5))
-    _, other = _sq_input_gradients(_FixedProbs(probs), x, generator=_gen(6))
+    _, again = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
+    _, other = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(6))
     assert torch.equal(classes, again) and not torch.equal(classes, other)
 
 
 def test_fixed_generator_gives_reproducible_penalties():
-    model, x = _tanh_net(classes=6), torch.randn(12, 2, 7, 8)
-    first = PILCRO("curvature", every=1, generator=_gen(11))(model, x)
-    second = PILCRO("curvature", every=1, generator=_gen(11))(model, x)
-    other = PILCRO("curvature", every=1, generator=_gen(12))(model, x)
+    model, x = tanh_net(classes=6), torch.randn(12, 2, 7, 8)
+    first = PILCRO("curvature", every=1, generator=generator(11))(model, x)
+    second = PILCRO("curvature", every=1, generator=generator(11))(model, x)
+    other = PILCRO("curvature", every=1, generator=generator(12))(model, x)
     assert torch.equal(first, second)
     assert not torch.equal(first, other)
 
@@ -294,7 +280,7 @@ def test_fixed_generator_gives_reproducible_penalties():
 
 
 def test_bad_input_raises_clear_errors():
-    model = _tanh_net()
+    model = tanh_net()
     good = torch.randn(2, 2, 7, 8)
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         PILCRO("curvature", every=0)

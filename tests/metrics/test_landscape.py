@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from small_nets import generator, tanh_net
 from torch import nn
 
 from captum_ext.benchmark import small_cnn
@@ -18,23 +19,6 @@ from captum_ext.metrics import (
     landscape_total_variation,
     smoothness_map,
 )
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _tanh_net(c_in: int = 2, classes: int = 4, seed: int = 0) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return nn.Sequential(
-            nn.Conv2d(c_in, 4, 3, padding=1),
-            nn.Tanh(),
-            nn.Conv2d(4, 3, 3),
-            nn.Tanh(),
-            nn.Flatten(),
-            nn.Linear(3 * 5 * 6, classes),
-        )
 
 
 def _per_example_grads(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +41,8 @@ def _eq6(sq: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_landscape_has_unit_mean_square(seed):
-    model, x = _tanh_net(seed=seed), torch.randn(9, 2, 7, 8)
-    landscape = importance_landscape(model, x, generator=_gen(seed), internal_batch_size=4)
+    model, x = tanh_net(seed=seed), torch.randn(9, 2, 7, 8)
+    landscape = importance_landscape(model, x, generator=generator(seed), internal_batch_size=4)
     assert landscape.shape == (7, 8) and landscape.dtype == x.dtype
     assert abs(float((landscape**2).mean()) - 1.0) < 1e-6
 
@@ -85,7 +69,7 @@ def test_landscape_of_an_all_ones_linear_conv_stack_is_the_squared_path_count():
 
 @pytest.mark.parametrize("label", ["predicted", "given"])
 def test_landscape_matches_a_per_example_reference(label):
-    model, x = _tanh_net(classes=5), torch.randn(7, 2, 7, 8)
+    model, x = tanh_net(classes=5), torch.randn(7, 2, 7, 8)
     labels = torch.tensor([0, 4, 2, 2, 1, 3, 0])
     jac = _per_example_grads(model, x)
     chosen = model(x).argmax(1) if label == "predicted" else labels
@@ -99,7 +83,7 @@ def test_landscape_matches_a_per_example_reference(label):
 
 
 def test_exact_landscape_is_the_probability_weighted_sum_over_classes():
-    model, x = _tanh_net(classes=4), torch.randn(6, 2, 7, 8)
+    model, x = tanh_net(classes=4), torch.randn(6, 2, 7, 8)
     jac = _per_example_grads(model, x).double()
     probs = torch.softmax(model(x).double(), 1)
     sq = (probs[:, :, None, None, None] * jac**2).sum(1).mean(0)
@@ -115,7 +99,7 @@ def test_sampled_landscape_is_unbiased_for_the_exact_one():
         torch.manual_seed(3)
         model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
     x = 0.3 * torch.randn(1, 2, 4, 4).expand(20000, -1, -1, -1).contiguous()
-    sampled = importance_landscape(model, x, generator=_gen(1), internal_batch_size=20000)
+    sampled = importance_landscape(model, x, generator=generator(1), internal_batch_size=20000)
     exact = importance_landscape(model, x[:1], exact=True)
     argmax = importance_landscape(model, x[:1], label="predicted")
     assert (sampled - exact).abs().max() < 0.03
@@ -123,9 +107,9 @@ def test_sampled_landscape_is_unbiased_for_the_exact_one():
 
 
 def test_batch_size_and_generator_determinism():
-    model, x = _tanh_net(), torch.randn(10, 2, 7, 8)
-    small = importance_landscape(model, x, generator=_gen(4), internal_batch_size=3)
-    large = importance_landscape(model, x, generator=_gen(4), internal_batch_size=64)
+    model, x = tanh_net(), torch.randn(10, 2, 7, 8)
+    small = importance_landscape(model, x, generator=generator(4), internal_batch_size=3)
+    large = importance_landscape(model, x, generator=generator(4), internal_batch_size=64)
     torch.testing.assert_close(small, large, rtol=1e-6, atol=1e-7)
     rng = torch.get_rng_state()
     default = importance_landscape(model, x)
@@ -147,7 +131,7 @@ def _mean_landscape_at_init(kernel: int, seeds: int = 4) -> torch.Tensor:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             model = _conv_stack(kernel)
-        total += importance_landscape(model, x, generator=_gen(seed))
+        total += importance_landscape(model, x, generator=generator(seed))
     return total / seeds
 
 
@@ -191,7 +175,7 @@ def test_input_independent_model_warns_and_returns_zeros():
 
 
 def test_landscape_bad_input():
-    model, x = _tanh_net(), torch.randn(3, 2, 7, 8)
+    model, x = tanh_net(), torch.randn(3, 2, 7, 8)
     with pytest.raises(ValueError, match="4-D"):
         importance_landscape(model, x[0])
     with pytest.raises(ValueError, match="label must be one of"):
@@ -302,9 +286,9 @@ def test_total_variation_bad_input():
 
 def test_summary_of_the_shapes_model(shapes_model, shapes_batch):
     images = shapes_batch[0]
-    summary = landscape_summary(shapes_model.model, images, generator=_gen(0))
+    summary = landscape_summary(shapes_model.model, images, generator=generator(0))
     assert isinstance(summary, LandscapeSummary)
-    landscape = importance_landscape(shapes_model.model, images, generator=_gen(0))
+    landscape = importance_landscape(shapes_model.model, images, generator=generator(0))
     torch.testing.assert_close(summary.landscape, landscape)
     assert summary.total_variation == pytest.approx(float(landscape_total_variation(landscape)))
     assert summary.landscape.shape == images.shape[-2:]
