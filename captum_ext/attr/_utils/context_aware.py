@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -41,7 +42,7 @@ def _default_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits, target, reduction="none")
 
 
-class ContextAware(NoAttributeFuture, GradientAttribution):
+class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
 
     _name = ""
@@ -265,10 +266,11 @@ class ContextAware(NoAttributeFuture, GradientAttribution):
     def _n_steps(self, options: dict[str, Any]) -> int:
         return 1
 
+    @abstractmethod
     def _solver(
         self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
-        raise NotImplementedError
+        """The per-method solve function (``solve(l1, l2) -> (delta, loss)``) and its info."""
 
     @staticmethod
     def _choose(
