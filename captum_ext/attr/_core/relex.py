@@ -7,13 +7,14 @@ Perspective of Model Interpretation", CVPR 2021 (main-paper Eq. 11, as the autho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Callable, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_ext._compat import (
     ExpansionTypes,
@@ -30,6 +31,7 @@ from captum_ext._compat import (
 )
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import NoAttributeFuture
+from captum_ext.attr._utils.map_checks import warn_if_degenerate
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
 PRESETS: dict[str, dict[str, float]] = {
@@ -49,6 +51,12 @@ CPU_SAMPLES_PER_EVAL = 64
 REFERENCE_EPS = 1e-7
 
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+#: Hint of the degenerate-map warning.
+DEGENERATE_HINT = (
+    "the mask collapsed to 0 or is not finite: lower lambda1, raise n_iter or lr, or check that "
+    "the target's softmax probability depends on the input"
+)
 
 
 class RelEx(NoAttributeFuture, GradientAttribution):
@@ -74,9 +82,15 @@ class RelEx(NoAttributeFuture, GradientAttribution):
 
     Several examples are optimised together: each iteration evaluates the foreground copies
     ``x_i * m`` and background copies ``x_i * (1 - m)`` of all examples as one batch (chunked by
-    ``samples_per_eval``). Normalisation and momentum are per example, and each example draws from
-    its own random stream, so the mask of an example does not depend on the other examples in the
-    batch.
+    ``samples_per_eval``). Normalisation and momentum are per example. With one generator (or the
+    default) all examples share the same random stream (common random numbers: the same
+    standard-normal noise, scaled by each example's own s, and the same initial mask), so a seeded
+    example gets the same mask alone, inside any batch, at any batch position, or repeated by
+    ``NoiseTunnel``.
+
+    The model runs in eval mode during the call (BatchNorm statistics are used, not updated, and
+    dropout is off); every module's ``training`` flag is restored afterwards, also when the call
+    raises, and the global torch RNG state is restored as well.
 
     The attribution is the mask itself (``multiplies_by_inputs`` is False); for pixel metrics
     its gray map is ``sum_c abs(m)``. "Deleted" entries become 0 in the model's input space.
@@ -151,10 +165,11 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             channels_last: Pass 4-D copies to the model in ``torch.channels_last`` memory
                 format (same values; about 1.4x faster for ``small_cnn`` on CPU). Off by
                 default because models that ``view`` their input need contiguous tensors.
-            generator: A ``torch.Generator``; per-example streams are spawned from it by
-                ``torch.randint(0, 2**62, (N,), generator=generator)`` seeds. Or a sequence of
-                N generators, one per example, used directly. None: a generator seeded with
-                ``torch.initial_seed()``. The global RNG is never used.
+            generator: A ``torch.Generator`` whose stream all examples share (common random
+                numbers; it is advanced by the call). Or a sequence of N generators, one per
+                example, used directly. None: a fresh generator seeded with
+                ``torch.initial_seed()``, so repeated calls repeat the same draws (change them
+                with ``torch.manual_seed``). The global RNG is never used nor advanced.
             show_progress: Show a progress bar (one tick per model call).
 
         Returns:
@@ -182,7 +197,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             on_cpu = inputs_t[0].device.type == "cpu"
             samples_per_eval = min(rows, CPU_SAMPLES_PER_EVAL) if on_cpu else rows
         _check_positive_int("samples_per_eval", samples_per_eval)
-        generators = _example_generators(generator, num, inputs_t[0].device)
+        source = _noise_source(generator, num, inputs_t[0].device)
         inputs_t = tuple(x.detach() for x in inputs_t)
 
         n_chunks = -(-rows // samples_per_eval)
@@ -192,52 +207,90 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             else NullProgress()
         )
         try:
-            with torch.no_grad():
-                logits = _run_forward(self.forward_func, inputs_t, None, additional_forward_args)
-            bar.update()
-            n_classes = _check_logits(logits, num, "the clean inputs")
-            classes = _resolve_target(target, logits, num, n_classes)
-            row_target = classes.repeat_interleave(2 * n_samples)
-            row_args = _expand_additional_forward_args(
-                additional_forward_args, 2 * n_samples, ExpansionTypes.repeat_interleave
-            )
-            scales = tuple(
-                noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
-            )
-            masks = tuple(
-                torch.stack([_rand(g, x.shape[1:], x) for g in generators]) * INIT_SCALE
-                for x in inputs_t
-            )
-            buf: tuple[Tensor, ...] | None = None
-            for _ in range(n_iter):
-                noisy = tuple(
-                    x.unsqueeze(1)
-                    + s.view(-1, *([1] * x.dim()))
-                    * torch.stack([_randn(g, (n_samples, *x.shape[1:]), x) for g in generators])
-                    for x, s in zip(inputs_t, scales)
-                )
-                grads, _ = relex_objective(
-                    self.forward_func,
-                    noisy,
-                    masks,
-                    row_target,
-                    row_args,
+            with _eval_mode(self.forward_func, inputs_t[0].device):
+                masks = self._attribute(
+                    inputs_t,
+                    target,
+                    additional_forward_args,
+                    source,
+                    n_iter,
+                    n_samples,
+                    noise_scale,
                     lambda1,
                     lambda2,
-                    samples_per_eval,
+                    lr,
+                    momentum,
                     reference_numerics,
-                    bar,
+                    samples_per_eval,
                     channels_last,
+                    bar,
                 )
-                grads = normalise_per_example(grads)
-                if buf is None:
-                    buf = grads
-                else:
-                    buf = tuple(momentum * b + g for b, g in zip(buf, grads))
-                masks = tuple((m - lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
         finally:
             bar.close()
+        warn_if_degenerate(self.get_name(), masks, DEGENERATE_HINT, stacklevel=4)
         return _format_output(is_tuple, masks)
+
+    def _attribute(
+        self,
+        inputs_t: tuple[Tensor, ...],
+        target: TargetType,
+        additional_forward_args: Any,
+        source: torch.Generator | list[torch.Generator],
+        n_iter: int,
+        n_samples: int,
+        noise_scale: float,
+        lambda1: float,
+        lambda2: float,
+        lr: float,
+        momentum: float,
+        reference_numerics: bool,
+        samples_per_eval: int,
+        channels_last: bool,
+        bar: Any,
+    ) -> tuple[Tensor, ...]:
+        """The optimisation loop of :meth:`attribute` on checked, tuple-formatted inputs."""
+        num = inputs_t[0].shape[0]
+        with torch.no_grad():
+            logits = _run_forward(self.forward_func, inputs_t, None, additional_forward_args)
+        bar.update()
+        n_classes = _check_logits(logits, num, "the clean inputs")
+        classes = _resolve_target(target, logits, num, n_classes)
+        row_target = classes.repeat_interleave(2 * n_samples)
+        row_args = _expand_additional_forward_args(
+            additional_forward_args, 2 * n_samples, ExpansionTypes.repeat_interleave
+        )
+        scales = tuple(
+            noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
+        )
+        masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
+        buf: tuple[Tensor, ...] | None = None
+        for _ in range(n_iter):
+            noisy = tuple(
+                x.unsqueeze(1)
+                + s.view(-1, *([1] * x.dim()))
+                * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
+                for x, s in zip(inputs_t, scales)
+            )
+            grads, _ = relex_objective(
+                self.forward_func,
+                noisy,
+                masks,
+                row_target,
+                row_args,
+                lambda1,
+                lambda2,
+                samples_per_eval,
+                reference_numerics,
+                bar,
+                channels_last,
+            )
+            grads = normalise_per_example(grads)
+            if buf is None:
+                buf = grads
+            else:
+                buf = tuple(momentum * b + g for b, g in zip(buf, grads))
+            masks = tuple((m - lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
+        return masks
 
 
 def relex_objective(
@@ -371,28 +424,34 @@ def _slice_args(args: tuple[Any, ...] | None, start: int, stop: int) -> tuple | 
     return tuple(a[start:stop] if isinstance(a, Tensor) and a.dim() > 0 else a for a in args)
 
 
-def _rand(gen: torch.Generator, shape: Sequence[int], like: Tensor) -> Tensor:
-    return torch.rand(tuple(shape), generator=gen, device=gen.device, dtype=like.dtype).to(
-        like.device
+def _draw(
+    fn: Callable[..., Tensor],
+    source: torch.Generator | list[torch.Generator],
+    shape: Sequence[int],
+    like: Tensor,
+) -> Tensor:
+    """``fn(shape)`` per example, as a tensor of shape ``(N, *shape)``.
+
+    A single generator gives one draw shared by every example (common random numbers), a list
+    one draw from each example's own generator.
+    """
+    num = like.shape[0]
+    kw = dict(dtype=like.dtype)
+    if isinstance(source, torch.Generator):
+        one = fn(tuple(shape), generator=source, device=source.device, **kw).to(like.device)
+        return one.unsqueeze(0).expand(num, *one.shape).clone()
+    return torch.stack(
+        [fn(tuple(shape), generator=g, device=g.device, **kw).to(like.device) for g in source]
     )
 
 
-def _randn(gen: torch.Generator, shape: Sequence[int], like: Tensor) -> Tensor:
-    return torch.randn(tuple(shape), generator=gen, device=gen.device, dtype=like.dtype).to(
-        like.device
-    )
-
-
-def _example_generators(
+def _noise_source(
     generator: GeneratorArg, num: int, device: torch.device
-) -> list[torch.Generator]:
+) -> torch.Generator | list[torch.Generator]:
     if generator is None:
-        generator = torch.Generator(device=device).manual_seed(torch.initial_seed())
+        return torch.Generator(device=device).manual_seed(torch.initial_seed())
     if isinstance(generator, torch.Generator):
-        seeds = torch.randint(0, 2**62, (num,), generator=generator, device=generator.device)
-        return [
-            torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds.tolist()
-        ]
+        return generator
     if isinstance(generator, Sequence) and all(isinstance(g, torch.Generator) for g in generator):
         if len(generator) != num:
             raise ValueError(
@@ -404,6 +463,29 @@ def _example_generators(
         "generator must be None, a torch.Generator or a sequence of torch.Generator, "
         f"got {type(generator).__name__}"
     )
+
+
+def _modules_of(forward_func: Callable[..., Tensor]) -> list[nn.Module]:
+    """The modules behind ``forward_func``: a module itself or the owner of a bound method."""
+    owner = forward_func if isinstance(forward_func, nn.Module) else None
+    if owner is None and isinstance(getattr(forward_func, "__self__", None), nn.Module):
+        owner = forward_func.__self__  # type: ignore[attr-defined]
+    return [] if owner is None else list(owner.modules())
+
+
+@contextmanager
+def _eval_mode(forward_func: Callable[..., Tensor], device: torch.device) -> Iterator[None]:
+    """Run in eval mode and restore every module's flag and the global RNG state afterwards."""
+    flags = [(mod, mod.training) for mod in _modules_of(forward_func)]
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for mod, _ in flags:
+                mod.training = False
+            yield
+    finally:
+        for mod, flag in flags:
+            mod.training = flag
 
 
 def _check_inputs(inputs: tuple[Tensor, ...]) -> None:
