@@ -148,11 +148,24 @@ def test_matches_independent_reference_loop() -> None:
     target = [1, 2]
     kw = dict(n_iter=12, lambda1=0.01, lambda2=0.5)
     ours = RelEx(model).attribute(
+        x,
+        target=target,
+        n_samples=6,
+        generator=_gens(7, 8),
+        reference_numerics=True,
+        preset="code",
+        **kw,
+    )
+    default = RelEx(model).attribute(
         x, target=target, n_samples=6, generator=_gens(7, 8), reference_numerics=True, **kw
     )
     for i in range(2):
         ref = _reference_relex(model, x[i], target[i], _gens(7 + i)[0], n_samples=6, **kw)
         torch.testing.assert_close(ours[i], ref, rtol=0, atol=2e-4)
+        ref = _reference_relex(
+            model, x[i], target[i], _gens(7 + i)[0], n_samples=6, momentum=0.9, **kw
+        )
+        torch.testing.assert_close(default[i], ref, rtol=0, atol=2e-4)
     sup = RelEx(model).attribute(
         x[:1],
         target=1,

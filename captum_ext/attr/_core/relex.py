@@ -34,7 +34,14 @@ from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.map_checks import warn_if_degenerate
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
+#: ``"default"`` is measured on the benchmark ``small_cnn`` (SyntheticShapes 32 x 32, 6 test
+#: images, 50 steps): against the code's 50 copies / momentum 0.99 it costs a third (16 copies),
+#: raises seed-to-seed top-10% overlap from 0.53 to 0.57 and the energy in the object from 3.1x
+#: to 3.4x its area, and lowers the mass in the outer 2-pixel frame from 0.50x to 0.44x its area
+#: share (momentum 0.99 keeps integrating the small, consistent gradient of the model's
+#: zero-padding frame into lines along the border).
 PRESETS: dict[str, dict[str, float]] = {
+    "default": {"n_samples": 16, "lr": 0.1, "momentum": 0.9},
     "code": {"n_samples": 50, "lr": 0.1, "momentum": 0.99},
     "supplementary": {"n_samples": 100, "lr": 1e-3, "momentum": 0.0},
 }
@@ -76,8 +83,10 @@ class RelEx(NoAttributeFuture, GradientAttribution):
     gradient stays zero), takes an SGD step with momentum (PyTorch semantics, dampening 0) and
     clamps m to [0, 1]. The mask starts from U[0, 0.01).
 
-    Defaults follow the authors' code (``preset="code"``: 50 copies, lr 0.1, momentum 0.99);
-    ``preset="supplementary"`` uses the supplementary's 100 copies, lr 1e-3 and no momentum, with
+    The default preset (16 copies, lr 0.1, momentum 0.9, 50 steps) was chosen on a trained CNN
+    for stability across seeds, localisation and cost (see :data:`PRESETS`); ``preset="code"``
+    uses the authors' code (50 copies, lr 0.1, momentum 0.99) and ``preset="supplementary"``
+    the supplementary's 100 copies, lr 1e-3 and no momentum, with
     which a unit-norm step barely moves the mask (see the spec). Every knob can be set directly.
 
     Several examples are optimised together: each iteration evaluates the foreground copies
@@ -129,7 +138,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         lambda2: float = 1.0,
         lr: float | None = None,
         momentum: float | None = None,
-        preset: str = "code",
+        preset: str = "default",
         reference_numerics: bool = False,
         samples_per_eval: int | None = None,
         channels_last: bool = False,
@@ -147,14 +156,17 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 dimension are repeated for every copy, as in Captum).
             n_iter: Number of optimisation steps (>= 1).
             n_samples: Noisy copies B per example and step (>= 1); each step evaluates 2B model
-                inputs per example. None: the preset's value (50, or 100 for "supplementary").
+                inputs per example. None: the preset's value (16; 50 for "code", 100 for
+                "supplementary").
             noise_scale: Noise standard deviation relative to ``max(x0) - min(x0)`` (>= 0).
             lambda1: Weight of the L1 norm of the mask (summed over all entries), >= 0.
             lambda2: Weight of the complement (background) term, >= 0.
-            lr: SGD step size (> 0). None: the preset's value (0.1, or 1e-3).
-            momentum: SGD momentum in [0, 1). None: the preset's value (0.99, or 0).
-            preset: "code" (the authors' code, default) or "supplementary" (the supplementary's
-                setting); it only supplies the knobs left as None.
+            lr: SGD step size (> 0). None: the preset's value (0.1, or 1e-3 for "supplementary").
+            momentum: SGD momentum in [0, 1). None: the preset's value (0.9; 0.99 for
+                "code", 0 for "supplementary").
+            preset: "default" (measured, see :data:`PRESETS`), "code" (the authors' code) or
+                "supplementary" (the supplementary's setting); it only supplies the knobs left
+                as None.
             reference_numerics: Compute the loss as the reference code does,
                 ``-log(p_c) - lambda2 * log(1 - p_c + 1e-7)``, instead of the stable
                 log-softmax / log-sum-exp form.
