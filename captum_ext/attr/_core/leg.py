@@ -2,15 +2,17 @@
 
 Luo, Barut, Jin, "Statistically Consistent Saliency Estimation" (ICLR 2020 submission, ICCV
 2021). Both sample ``n`` perturbations ``z ~ N(0, Sigma)`` on a ``p1 x p2`` grid, upsample them
-to the input (nearest), evaluate ``f(x0 + z)`` in batches and form
-``ybar = mean_i (f(x0 + z_i) - f(x0)) z_i`` on the grid. :class:`LEG` returns ``Sigma^-1 ybar``
-(Eq. 3); :class:`LEGTV` solves the TV-penalised linear program of Eq. 4 in the sparse form of
+to the input (nearest), evaluate ``f(x0 + z)`` in batches and estimate the least-squares slope
+``gamma`` of Lemma 1 on the grid: by ordinary least squares (default) or by Eq. 3's moment
+estimator ``Sigma^-1 mean_i (f(x0 + z_i) - f(x0)) z_i``. :class:`LEG` returns ``gamma``;
+:class:`LEGTV` solves the TV-penalised linear program of Eq. 4 in the sparse form of
 :mod:`captum_ext.attr._utils.tv_lp`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +21,22 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_ext._compat import _format_output, _format_tensor_into_tuples, _is_tuple, log_usage
-from captum_ext.attr._utils.grid import tv_covariance_inverse_apply
-from captum_ext.attr._utils.leg_base import GridArg, TensorOrTupleOfTensors, _LEGBase
+from captum_ext.attr._utils.leg_base import (
+    _LOW_R2,
+    GridArg,
+    LEGStatistics,
+    TensorOrTupleOfTensors,
+    _LEGBase,
+)
+from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn_if_degenerate
 from captum_ext.attr._utils.tv_lp import SOLVERS, LegTVProblem, theoretical_L
 
-__all__ = ["LEG", "LEGTV", "leg_saliency_map"]
+__all__ = ["DEFAULT_N_SAMPLES", "DEFAULT_SIGMA", "LEG", "LEGTV", "leg_saliency_map"]
+
+#: Model evaluations per example by default (see the class docstrings for the measurements).
+DEFAULT_N_SAMPLES = 1000
+#: Perturbation scale by default, in units of each example's value range.
+DEFAULT_SIGMA = 0.02
 
 
 def leg_saliency_map(attributions: Tensor, reduction: str = "sum") -> Tensor:
@@ -48,10 +61,24 @@ def leg_saliency_map(attributions: Tensor, reduction: str = "sum") -> Tensor:
 class LEG(_LEGBase):
     r"""Empirical linearly estimated gradient (LEG, Eq. 3 of Luo, Barut & Jin).
 
-    ``gamma_hat = Sigma^-1 mean_i (f(x0 + z_i) - f(x0)) z_i`` with ``z_i ~ N(0, Sigma)`` on a grid,
-    the least-squares linear approximation of ``f`` around ``x0`` (Lemma 1). With the default
-    TV-adapted ``Sigma = sigma^2 (D^T D + 1 1^T / P)`` the inverse is applied exactly by fast
+    LEG is the slope ``gamma`` of the least-squares linear approximation of ``f`` around ``x0``
+    under Gaussian perturbations ``z ~ N(0, Sigma)`` on a grid (Lemma 1). The default estimator
+    fits it by ordinary least squares of ``f(x0 + z_i)`` on ``[1, z_i]``; ``estimator="moment"``
+    uses Eq. 3, ``Sigma^-1 mean_i (f(x0 + z_i) - f(x0)) z_i``. Both are consistent, but Eq. 3
+    also carries the sample-covariance error ``Sigma^-1 (Z^T Z / n - Sigma) gamma`` (relative
+    size ``sqrt(P / n)`` whatever the model), which least squares removes; on a trained CNN at
+    1,000 draws this is the difference between a seed-to-seed Spearman correlation of 0.04 and
+    0.9. Least squares needs ``n_samples >= K + 2`` (``K`` = channels x cells). With the
+    TV-adapted ``Sigma = sigma^2 (D^T D + 1 1^T / P)`` Eq. 3's inverse is applied exactly by fast
     sine / cosine transforms; no matrix is formed.
+
+    Defaults (measured on the benchmark's small_cnn, 12 correctly classified images, logits):
+    1,000 draws, an 8 x 8 grid for RGB (about ``sqrt(n / (4 C))`` cells a side, so about four
+    draws per coefficient), isotropic covariance (the paper's choice for plain LEG) and
+    ``sigma = 0.02`` of each example's value range, where the linear fit explains a median 89 %
+    of the output's variation (73 % at 0.05, 50 % at 0.1). ``last_info["r2"]`` holds that share
+    per example and a :class:`DegenerateAttributionWarning` is raised when it falls under 5 %
+    or when the output does not move at all (a saturated softmax: explain logits).
 
     Each model evaluation perturbs all channels of all input tensors with independent draws
     (so channels do not bias each other); each channel gets its own estimate. All examples of
@@ -65,8 +92,9 @@ class LEG(_LEGBase):
     (arXiv:1909.06301).
 
     Examples:
-        >>> leg = LEG(lambda x: torch.softmax(model(x), 1))
-        >>> attr = leg.attribute(images, target=labels, n_samples=500)
+        >>> leg = LEG(model)  # logits: a saturated softmax does not move under perturbation
+        >>> attr = leg.attribute(images, target=labels)
+        >>> maps = leg_saliency_map(attr)  # the paper's display map, (N, H, W)
     """
 
     @classmethod
@@ -81,15 +109,16 @@ class LEG(_LEGBase):
         inputs: TensorOrTupleOfTensors,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_samples: int = 500,
-        sigma: float = 0.02,
+        n_samples: int = DEFAULT_N_SAMPLES,
+        sigma: float = DEFAULT_SIGMA,
         grid: GridArg = None,
-        covariance: str = "tv",
+        covariance: str = "isotropic",
         boundary: str = "padded",
         perturbations_per_eval: int = 64,
         antithetic: bool = False,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        estimator: str = "ols",
     ) -> TensorOrTupleOfTensors:
         r"""Empirical LEG of each example.
 
@@ -99,33 +128,50 @@ class LEG(_LEGBase):
                 they share the model evaluations).
             target: Captum target (int, list, tensor or tuple) selecting one scalar per example.
             additional_forward_args: Extra arguments of ``forward_func`` (repeated per draw).
-            n_samples: Model evaluations per example (>= 2); the paper uses 500-3000.
-            sigma: Perturbation scale (> 0). With ``covariance="tv"`` the per-pixel std is about
-                ``2 sigma`` (``sigma sqrt(4 + 1/P)``); 0.02 (std 0.04) suits [0, 1] images, use
-                about 0.09 for ImageNet-normalised inputs. A warning is raised when the std
-                exceeds a quarter of an input's value range.
-            grid: ``(p1, p2)`` grid (or one per input tensor). Default ``(28, 28)``, shrunk to
-                the input size; an explicit grid larger than the input raises ValueError.
-            covariance: ``"tv"`` (the paper's Section 4.2 scheme) or ``"isotropic"``
-                (``sigma^2 I``).
+            n_samples: Model evaluations per example (>= 2; >= channels x cells + 2 for least
+                squares); the paper uses 500-3000. Default 1,000.
+            sigma: Perturbation scale (finite, > 0) relative to each example's value range
+                (``max - min`` over the example): the grid-level std is ``sigma * range``, so
+                the same value suits [0, 1] and ImageNet-normalised inputs. With
+                ``covariance="tv"`` the per-pixel std is about ``2 sigma`` times that
+                (``sqrt(4 + 1/P)``). A warning is raised when the per-pixel std exceeds a
+                quarter of the range. ``last_info["scale"]`` holds the scale used.
+            grid: ``(p1, p2)`` grid (or one per input tensor). Default: about
+                ``sqrt(n_samples / (4 C))`` cells a side (at most 28), preferring a divisor of
+                the image side (8 x 8 for RGB at 1,000 draws), shrunk to the input size; an
+                explicit grid larger than the input raises ValueError.
+            covariance: ``"isotropic"`` (``sigma^2 I``, default) or ``"tv"`` (the paper's
+                Section 4.2 scheme).
             boundary: ``"padded"`` (default, the authors' 2020 code: zero-padded differences,
                 ``D^T D`` the Dirichlet Laplacian) or ``"none"`` (the paper's ``D``).
             perturbations_per_eval: Draws evaluated per forward pass (the batch holds
                 ``N * perturbations_per_eval`` rows). Results do not depend on it.
             antithetic: Use ``+z, -z`` pairs (cancels even-order terms; n_samples even).
-            generator: Source of randomness (draws happen on its device); default a generator
-                seeded from ``torch.initial_seed()``. The global RNG is never advanced.
+            generator: Source of randomness (draws happen on its device). Default: a fresh,
+                randomly seeded generator per call, so repeated calls draw independently (pass
+                a seeded generator to reproduce a map). The global RNG is never advanced.
             show_progress: Show a tqdm progress bar over the forward passes.
+            estimator: ``"ols"`` (least squares, default) or ``"moment"`` (Eq. 3).
 
         Returns:
             Signed attributions shaped like ``inputs`` (a tuple if ``inputs`` was a tuple).
+            ``last_info`` then holds ``r2`` (per example), ``scale`` (per input tensor and
+            example) and ``grid``.
         """
         is_tuple = _is_tuple(inputs)
         inputs = _format_tensor_into_tuples(inputs)
         grids = self._check_common(
-            inputs, n_samples, sigma, grid, covariance, boundary, perturbations_per_eval, antithetic
+            inputs,
+            n_samples,
+            sigma,
+            grid,
+            covariance,
+            boundary,
+            perturbations_per_eval,
+            antithetic,
+            estimator,
         )
-        ybars = self._statistics(
+        stats = self._statistics(
             inputs,
             target,
             additional_forward_args,
@@ -138,16 +184,29 @@ class LEG(_LEGBase):
             antithetic,
             generator,
             show_progress,
+            estimator,
         )
-        maps = [_empirical_leg(y, sigma, covariance, boundary) for y in ybars]
-        return _format_output(is_tuple, self._to_output(maps, inputs, grids))
+        self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
+        out = self._to_output(stats.gamma, inputs, grids)
+        _warn_fit(self.get_name(), stats, out, "raise n_samples or lower sigma")
+        return _format_output(is_tuple, out)
 
 
-def _empirical_leg(ybar: Tensor, sigma: float, covariance: str, boundary: str) -> Tensor:
-    if covariance == "isotropic":
-        return ybar / sigma**2
-    g = tv_covariance_inverse_apply(ybar.cpu().numpy(), sigma, boundary)
-    return torch.from_numpy(g).to(ybar.device)
+def _warn_fit(name: str, stats: LEGStatistics, out: tuple[Tensor, ...], hint: str) -> None:
+    """One warning per call for blank maps or a linear fit that explains almost nothing."""
+    warn_if_degenerate(name, out, hint, stacklevel=4)
+    low = stats.r2 < _LOW_R2
+    if bool(low.any()):
+        idx = low.nonzero().flatten().tolist()
+        worst = float(stats.r2[low].min())
+        warnings.warn(
+            f"{name}: the linear fit explains under {_LOW_R2:.0%} of the output's variation "
+            f"for example(s) {idx[:8]} (lowest R^2 {worst:.3f}): the model is far from linear "
+            f"at this perturbation scale, so the map is mostly noise; lower sigma or raise "
+            f"n_samples",
+            DegenerateAttributionWarning,
+            stacklevel=4,
+        )
 
 
 class LEGTV(_LEGBase):
@@ -157,7 +216,9 @@ class LEGTV(_LEGBase):
 
         ``min_g ||D g||_1  s.t.  ||D^{+T} (ybar - Sigma g)||_inf <= L``
 
-    with ``ybar = mean_i (f(x0 + z_i) - f(x0)) z_i`` from the same draws as :class:`LEG`.
+    with ``ybar = mean_i (f(x0 + z_i) - f(x0)) z_i`` from the same draws as :class:`LEG`
+    (``estimator="moment"``) or, by default, ``ybar = Sigma gamma_ols``, the moment vector of
+    the least-squares fit, so the constraint is centred on the least-squares LEG.
     ``L = K_L * L_max`` with ``L_max = ||D^{+T} ybar||_inf`` (the smallest L giving ``g = 0``)
     per channel, or the theoretical L of Theorem 1, or an absolute L. With the TV-adapted
     covariance ``D^{+T} Sigma = sigma^2 (D + c 1^T)``, so the LP is sparse (one dense column for
@@ -170,12 +231,16 @@ class LEGTV(_LEGBase):
     (``shared_L=True`` uses the largest ``L_max`` over channels), no quantisation or clipping of
     perturbed inputs, and the 2019 code's extra quadratic term is not added.
 
+    ``K_L`` shrinks the map by a roughly fixed share whatever ``n``: LEG-TV beats LEG when the
+    estimate is noise-dominated (few draws per cell, the paper's regime), while with many draws
+    per coefficient least-squares LEG is closer to the truth.
+
     Reference: Luo, Barut, Jin. Statistically Consistent Saliency Estimation. ICCV 2021
     (arXiv:1909.06301).
 
     Examples:
-        >>> legtv = LEGTV(lambda x: torch.softmax(model(x), 1))
-        >>> attr = legtv.attribute(images, target=labels, n_samples=500, K_L=0.1)
+        >>> legtv = LEGTV(model)  # logits
+        >>> attr = legtv.attribute(images, target=labels, K_L=0.1)
         >>> maps = leg_saliency_map(attr)  # the paper's display map, (N, H, W)
     """
 
@@ -191,8 +256,8 @@ class LEGTV(_LEGBase):
         inputs: TensorOrTupleOfTensors,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        n_samples: int = 500,
-        sigma: float = 0.02,
+        n_samples: int = DEFAULT_N_SAMPLES,
+        sigma: float = DEFAULT_SIGMA,
         grid: GridArg = None,
         covariance: str = "tv",
         boundary: str = "padded",
@@ -204,6 +269,7 @@ class LEGTV(_LEGBase):
         antithetic: bool = False,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        estimator: str = "ols",
     ) -> TensorOrTupleOfTensors:
         r"""LEG-TV attributions.
 
@@ -229,6 +295,7 @@ class LEGTV(_LEGBase):
             antithetic: As in :meth:`LEG.attribute`.
             generator: As in :meth:`LEG.attribute`.
             show_progress: As in :meth:`LEG.attribute`.
+            estimator: As in :meth:`LEG.attribute`.
 
         Returns:
             Signed attributions shaped like ``inputs``.
@@ -254,6 +321,7 @@ class LEGTV(_LEGBase):
             antithetic,
             generator,
             show_progress,
+            estimator,
         )[0]
 
     @log_usage()
@@ -264,8 +332,8 @@ class LEGTV(_LEGBase):
         target: TargetType = None,
         additional_forward_args: Any = None,
         K_L: Sequence[float] = (0.3, 0.2, 0.1, 0.05),
-        n_samples: int = 500,
-        sigma: float = 0.02,
+        n_samples: int = DEFAULT_N_SAMPLES,
+        sigma: float = DEFAULT_SIGMA,
         grid: GridArg = None,
         covariance: str = "tv",
         boundary: str = "padded",
@@ -275,6 +343,7 @@ class LEGTV(_LEGBase):
         antithetic: bool = False,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        estimator: str = "ols",
     ) -> list[TensorOrTupleOfTensors]:
         r"""LEG-TV at several ``K_L`` values from one set of model evaluations.
 
@@ -306,6 +375,7 @@ class LEGTV(_LEGBase):
             antithetic,
             generator,
             show_progress,
+            estimator,
         )
 
     def _run(
@@ -326,13 +396,22 @@ class LEGTV(_LEGBase):
         antithetic: bool,
         generator: torch.Generator | None,
         show_progress: bool,
+        estimator: str,
     ) -> list[TensorOrTupleOfTensors]:
         is_tuple = _is_tuple(inputs)
         inputs = _format_tensor_into_tuples(inputs)
         grids = self._check_common(
-            inputs, n_samples, sigma, grid, covariance, boundary, perturbations_per_eval, antithetic
+            inputs,
+            n_samples,
+            sigma,
+            grid,
+            covariance,
+            boundary,
+            perturbations_per_eval,
+            antithetic,
+            estimator,
         )
-        ybars = self._statistics(
+        stats = self._statistics(
             inputs,
             target,
             additional_forward_args,
@@ -345,15 +424,21 @@ class LEGTV(_LEGBase):
             antithetic,
             generator,
             show_progress,
+            estimator,
         )
+        self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
         per_level: list[list[Tensor]] = [[] for _ in ks]
-        for ybar, g in zip(ybars, grids):
+        for ybar, g, scale in zip(stats.ybar, grids, stats.scale):
             maps = torch.zeros(len(ks), *ybar.shape, dtype=torch.float64)
             y_np = ybar.cpu().numpy()
             for n in range(y_np.shape[0]):
                 problems = [
                     LegTVProblem(
-                        y_np[n, c], sigma, covariance=covariance, boundary=boundary, solver=solver
+                        y_np[n, c],
+                        float(scale[n]),
+                        covariance=covariance,
+                        boundary=boundary,
+                        solver=solver,
                     )
                     for c in range(y_np.shape[1])
                 ]
@@ -369,7 +454,14 @@ class LEGTV(_LEGBase):
                         maps[j, n, c] = torch.from_numpy(res.g)
             for j in range(len(ks)):
                 per_level[j].append(maps[j].to(ybar.device))
-        return [_format_output(is_tuple, self._to_output(m, inputs, grids)) for m in per_level]
+        outs = [self._to_output(m, inputs, grids) for m in per_level]
+        hint = (
+            "L='theory' is conservative (Theorem 1) and often exceeds L_max; use K_L"
+            if L == "theory"
+            else "lower K_L, raise n_samples or lower sigma"
+        )
+        _warn_fit(self.get_name(), stats, outs[-1], hint)
+        return [_format_output(is_tuple, o) for o in outs]
 
 
 def _check_levels(ks: list[float], L: float | str | None, solver: str) -> None:

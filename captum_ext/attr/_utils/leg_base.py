@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -25,12 +26,46 @@ from captum_ext._compat import (
     progress,
 )
 from captum_ext.attr._utils.contract import NoAttributeFuture
-from captum_ext.attr._utils.grid import cell_sizes, sample_tv_perturbations, upsample_nearest
+from captum_ext.attr._utils.grid import (
+    apply_D,
+    apply_Dt,
+    cell_sizes,
+    sample_tv_perturbations,
+    tv_covariance_inverse_apply,
+    upsample_nearest,
+)
+from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning
 
 TensorOrTupleOfTensors = Union[Tensor, tuple[Tensor, ...]]
 GridArg = Union[None, tuple[int, int], Sequence[tuple[int, int]]]
 
-_DEFAULT_GRID = (28, 28)
+_MAX_DEFAULT_SIDE = 28
+#: Default grids keep at least this many model evaluations per estimated coefficient.
+_DRAWS_PER_COEFFICIENT = 4
+ESTIMATORS = ("ols", "moment")
+#: Below this R^2 the linear fit explains almost none of the output's change (warning).
+_LOW_R2 = 0.05
+
+
+@dataclass
+class LEGStatistics:
+    """The regression statistics of one LEG call, per input tensor.
+
+    Attributes:
+        ybar: ``(1/n) sum_i ytilde_i z_i`` in input units (``(N, C', p1, p2)`` float64), or,
+            for ``estimator="ols"``, ``Sigma gamma_ols`` (the moment vector the least-squares
+            fit implies), so LEG-TV's constraint is centred on the least-squares estimate.
+        gamma: The LEG estimate on the grid, same shape (Eq. 3 or least squares).
+        scale: The perturbation scale used per example, ``(N,)`` float64 (``sigma`` times
+            the example's value range).
+        r2: ``(N,)`` share of the output's variance over the draws explained by the linear
+            fit (NaN for ``estimator="moment"`` and where the output does not vary).
+    """
+
+    ybar: list[Tensor]
+    gamma: list[Tensor]
+    scale: list[Tensor]
+    r2: Tensor
 
 
 class _LEGBase(NoAttributeFuture, PerturbationAttribution):
@@ -62,6 +97,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         boundary: str,
         perturbations_per_eval: int,
         antithetic: bool,
+        estimator: str = "ols",
     ) -> list[tuple[int, int]]:
         for i, x in enumerate(inputs):
             if not isinstance(x, Tensor):
@@ -83,16 +119,31 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
         if antithetic and n_samples % 2:
             raise ValueError(f"antithetic=True needs an even n_samples, got {n_samples}")
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        if (
+            isinstance(sigma, bool)
+            or not isinstance(sigma, (int, float))
+            or not (math.isfinite(sigma) and sigma > 0)
+        ):
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
         if covariance not in ("tv", "isotropic"):
             raise ValueError(f"covariance must be 'tv' or 'isotropic', got {covariance!r}")
         if boundary not in ("padded", "none"):
             raise ValueError(f"boundary must be 'padded' or 'none', got {boundary!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         ppe = perturbations_per_eval
         if isinstance(ppe, bool) or not isinstance(ppe, int) or ppe < 1:
             raise ValueError(f"perturbations_per_eval must be an int >= 1, got {ppe!r}")
-        return _resolve_grids(grid, inputs)
+        grids = _resolve_grids(grid, inputs, n_samples)
+        if estimator == "ols":
+            k = _n_coefficients(inputs, grids)
+            if n_samples < k + 2:
+                raise ValueError(
+                    f"estimator='ols' needs n_samples >= {k + 2} (one intercept and {k} "
+                    f"coefficients: channels x grid cells), got n_samples={n_samples}; raise "
+                    f"n_samples, pass a coarser grid, or use estimator='moment' (Eq. 3)"
+                )
+        return grids
 
     # ------------------------------------------------------------------ sampling
     def _statistics(
@@ -109,13 +160,22 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         antithetic: bool,
         generator: torch.Generator | None,
         show_progress: bool,
-    ) -> list[Tensor]:
-        """``ybar`` per input tensor, shape ``(N, C', p1, p2)`` float64 (``C'`` = channels)."""
+        estimator: str = "ols",
+    ) -> LEGStatistics:
+        """Evaluate the model on the draws and fit the linear model per example.
+
+        Draws are made at unit scale (``z ~ N(0, Sigma / sigma^2)``) and scaled per example by
+        ``sigma`` times its value range, so one set of draws serves the whole batch (common
+        random numbers: an example's result does not depend on the rest of the batch).
+        """
         args = _format_additional_forward_args(additional_forward_args)
         n_ex = inputs[0].shape[0]
+        scales = [sigma * _value_range(x) for x in inputs]
         _warn_scale(inputs, sigma, covariance, grids)
         if generator is None:
-            generator = torch.Generator().manual_seed(torch.initial_seed())
+            # fresh, independent draws per call; the global RNG is not used
+            generator = torch.Generator()
+            generator.seed()
         gdev = generator.device
         # one seed per independent draw, so results do not depend on perturbations_per_eval
         n_draws = n_samples // 2 if antithetic else n_samples
@@ -126,15 +186,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             if show_progress
             else NullProgress()
         )
+        unit_draws: list[list[Tensor]] = [[] for _ in inputs]
+        outputs: list[Tensor] = []
         with bar:
             f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)")
             bar.update()
-            acc = [
-                torch.zeros(n_ex, *_channels(x), *g, dtype=torch.float64, device=x.device).flatten(
-                    1, -3
-                )
-                for x, g in zip(inputs, grids)
-            ]
             for start in range(0, n_samples, perturbations_per_eval):
                 k = min(perturbations_per_eval, n_samples - start)
                 zs = self._draws(
@@ -143,13 +199,13 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     antithetic,
                     inputs,
                     grids,
-                    sigma,
                     covariance,
                     boundary,
                     gdev,
                 )
                 perturbed = tuple(
-                    (x.unsqueeze(0) + _to_input(z, x)).flatten(0, 1) for x, z in zip(inputs, zs)
+                    (x.unsqueeze(0) + _to_input(z, x, s)).flatten(0, 1)
+                    for x, z, s in zip(inputs, zs, scales)
                 )
                 y = self._scalar_output(
                     perturbed,
@@ -158,11 +214,31 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     k * n_ex,
                     "f(x0 + z)",
                 ).reshape(k, n_ex)
-                ytilde = (y - f0.unsqueeze(0)).double()
-                for a, z in zip(acc, zs):
-                    a += torch.einsum("kn,kcpq->ncpq", ytilde, z.to(a.device))
+                outputs.append((y - f0.unsqueeze(0)).double())
+                for t, z in enumerate(zs):
+                    unit_draws[t].append(z.flatten(1))
                 bar.update()
-        return [a / n_samples for a in acc]
+        ytilde = torch.cat(outputs)  # (n, N)
+        draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
+        _warn_no_signal(ytilde, f0, self.get_name())
+        shapes = [(*_channels(x), *g) for x, g in zip(inputs, grids)]
+        if estimator == "ols":
+            units, r2 = _least_squares(draws, ytilde)
+        else:
+            units = [
+                _inverse_unit_covariance(
+                    (ytilde.T @ z / n_samples).reshape(n_ex, *shape), covariance, boundary
+                ).flatten(1)
+                for z, shape in zip(draws, shapes)
+            ]
+            r2 = torch.full((n_ex,), float("nan"), dtype=torch.float64)
+        gammas, ybars = [], []
+        for u, shape, s in zip(units, shapes, scales):
+            unit = u.reshape(n_ex, *shape)
+            view = s.to(unit.device).reshape(n_ex, *([1] * len(shape)))
+            gammas.append(unit / view)
+            ybars.append(_unit_covariance_apply(unit, covariance, boundary) * view)
+        return LEGStatistics(ybars, gammas, [s.double() for s in scales], r2)
 
     @staticmethod
     def _draws(
@@ -171,12 +247,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         antithetic: bool,
         inputs: tuple[Tensor, ...],
         grids: list[tuple[int, int]],
-        sigma: float,
         covariance: str,
         boundary: str,
         gdev: torch.device,
     ) -> list[Tensor]:
-        """Draws ``indices``: per input tensor, ``(k, C', p1, p2)`` float64 on its device.
+        """Unit-scale draws ``indices``: per input tensor, ``(k, C', p1, p2)`` float64.
 
         Draw ``i`` comes from its own generator (seeded by ``seeds[i]``), which feeds all
         tensors in turn, so tensors and channels get independent draws and the result does not
@@ -191,12 +266,10 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                 rows = int(np.prod(_channels(x)))
                 if covariance == "tv":
                     z = sample_tv_perturbations(
-                        rows, grid, sigma, boundary=boundary, generator=gen, dtype=torch.float64
+                        rows, grid, 1.0, boundary=boundary, generator=gen, dtype=torch.float64
                     )
                 else:
-                    z = sigma * torch.randn(
-                        rows, *grid, generator=gen, device=gdev, dtype=torch.float64
-                    )
+                    z = torch.randn(rows, *grid, generator=gen, device=gdev, dtype=torch.float64)
                 out[t].append(-z if antithetic and i % 2 else z)
         return [torch.stack(zs).to(x.device) for zs, x in zip(out, inputs)]
 
@@ -235,16 +308,88 @@ def _channels(x: Tensor) -> tuple[int, ...]:
     return tuple(x.shape[1:-2])
 
 
-def _to_input(z: Tensor, x: Tensor) -> Tensor:
-    """Grid draws ``(k, C', p1, p2)`` upsampled to ``(k, 1, *x.shape[1:])`` in x's dtype."""
-    k = z.shape[0]
-    return upsample_nearest(z.to(x.dtype), tuple(x.shape[-2:])).reshape(k, 1, *x.shape[1:])
+def _n_coefficients(inputs: tuple[Tensor, ...], grids: list[tuple[int, int]]) -> int:
+    return sum(int(np.prod(_channels(x))) * g[0] * g[1] for x, g in zip(inputs, grids))
 
 
-def _resolve_grids(grid: GridArg, inputs: tuple[Tensor, ...]) -> list[tuple[int, int]]:
+def _value_range(x: Tensor) -> Tensor:
+    """Per-example ``max - min`` over all entries (1 for a constant example), float64 (N,)."""
+    flat = x.detach().flatten(1).double()
+    span = flat.amax(1) - flat.amin(1)
+    return torch.where(span > 0, span, torch.ones_like(span))
+
+
+def _to_input(z: Tensor, x: Tensor, scale: Tensor) -> Tensor:
+    """Unit grid draws ``(k, C', p1, p2)`` -> ``(k, N, *x.shape[1:])`` perturbations."""
+    k, n = z.shape[0], x.shape[0]
+    up = upsample_nearest(z.to(x.dtype), tuple(x.shape[-2:])).reshape(k, 1, *x.shape[1:])
+    return up * scale.to(device=x.device, dtype=x.dtype).reshape(1, n, *([1] * (x.dim() - 1)))
+
+
+def _least_squares(draws: list[Tensor], ytilde: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Ordinary least squares of ``ytilde`` on ``[1, z]``, all examples at once.
+
+    Returns the slope per tensor at unit scale (``(N, K_t)``) and the fit's ``R^2`` (``(N,)``).
+    Least squares estimates the same ``gamma`` as Eq. 3 (Lemma 1 defines it as the population
+    least-squares slope) but does not carry Eq. 3's error ``Sigma^-1 (Z^T Z / n - Sigma) gamma``
+    from the sample covariance, which dominates on real models (see the class docstring).
+    """
+    z = torch.cat(draws, dim=1)
+    design = torch.cat([torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device), z], dim=1)
+    # QR is well conditioned here: the design's columns are independent Gaussian draws
+    q, r = torch.linalg.qr(design)
+    coef = torch.linalg.solve_triangular(r, q.T @ ytilde, upper=True)  # (1 + K, N)
+    resid = ytilde - design @ coef
+    centred = ytilde - ytilde.mean(0, keepdim=True)
+    total = centred.pow(2).sum(0)
+    # undefined (NaN) where the output does not vary at all: _warn_no_signal reports that case
+    r2 = torch.where(
+        total > 0, 1 - resid.pow(2).sum(0) / torch.where(total > 0, total, 1.0), float("nan")
+    )
+    slopes = coef[1:].T  # (N, K)
+    sizes = [d.shape[1] for d in draws]
+    return list(slopes.split(sizes, dim=1)), r2
+
+
+def _unit_covariance_apply(g: Tensor, covariance: str, boundary: str) -> Tensor:
+    """``Sigma g / sigma^2`` on grids ``(..., p1, p2)``."""
+    if covariance == "isotropic":
+        return g
+    p = g.shape[-1] * g.shape[-2]
+    lap = apply_Dt(apply_D(g, boundary), tuple(g.shape[-2:]), boundary)  # type: ignore[arg-type]
+    return lap + g.sum(dim=(-2, -1), keepdim=True) / p
+
+
+def _inverse_unit_covariance(y: Tensor, covariance: str, boundary: str) -> Tensor:
+    """``sigma^2 Sigma^-1 y`` on grids ``(..., p1, p2)``."""
+    if covariance == "isotropic":
+        return y
+    g = tv_covariance_inverse_apply(y.cpu().numpy(), 1.0, boundary)  # type: ignore[arg-type]
+    return torch.from_numpy(g).to(y.device)
+
+
+def _default_side(size: int, most: int) -> int:
+    """The largest divisor of ``size`` in ``[most / 2, most]`` (equal cells), else ``most``."""
+    for d in range(most, 0, -1):
+        if size % d == 0:
+            return d if 2 * d >= most else most
+    return most
+
+
+def _resolve_grids(
+    grid: GridArg, inputs: tuple[Tensor, ...], n_samples: int = 1000
+) -> list[tuple[int, int]]:
     if grid is None:
+        # at least _DRAWS_PER_COEFFICIENT evaluations per coefficient (channels x cells)
+        channels = sum(int(np.prod(_channels(x))) for x in inputs)
+        side = max(1, int(math.sqrt(n_samples / (_DRAWS_PER_COEFFICIENT * channels))))
+        side = min(side, _MAX_DEFAULT_SIDE)
         return [
-            (min(_DEFAULT_GRID[0], x.shape[-2]), min(_DEFAULT_GRID[1], x.shape[-1])) for x in inputs
+            (
+                _default_side(x.shape[-2], min(side, x.shape[-2])),
+                _default_side(x.shape[-1], min(side, x.shape[-1])),
+            )
+            for x in inputs
         ]
     if isinstance(grid, Sequence) and len(grid) > 0 and isinstance(grid[0], Sequence):
         grids = [tuple(g) for g in grid]
@@ -261,20 +406,35 @@ def _resolve_grids(grid: GridArg, inputs: tuple[Tensor, ...]) -> list[tuple[int,
             raise ValueError(
                 f"grid {g} is larger than the input's spatial size {tuple(x.shape[-2:])}"
             )
-    return grids
+    return grids  # type: ignore[return-value]
 
 
 def _warn_scale(
     inputs: tuple[Tensor, ...], sigma: float, covariance: str, grids: list[tuple[int, int]]
 ) -> None:
-    for i, (x, g) in enumerate(zip(inputs, grids)):
+    for i, g in enumerate(grids):
         std = sigma * math.sqrt(4 + 1 / (g[0] * g[1])) if covariance == "tv" else sigma
-        span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).min().item()
-        if span > 0 and std > 0.25 * span:
+        if std > 0.25:
             warnings.warn(
-                f"sigma={sigma} gives a per-pixel perturbation std of about {std:.3g}, more than "
-                f"a quarter of the value range {span:.3g} of inputs[{i}]; the default 0.02 suits "
-                f"[0, 1] images (about 0.09 for ImageNet-normalised inputs)",
+                f"sigma={sigma} gives a per-pixel perturbation std of about {std:.3g} times the "
+                f"value range of inputs[{i}] (more than a quarter of it): the model's response "
+                f"is then far from linear and the estimate mostly noise; lower sigma",
                 stacklevel=4,
             )
             return
+
+
+def _warn_no_signal(ytilde: Tensor, f0: Tensor, name: str) -> None:
+    """Warn when the output does not move above float resolution under the perturbations."""
+    spread = ytilde.std(0) if ytilde.shape[0] > 1 else ytilde.abs()[0]
+    floor = 64 * torch.finfo(f0.dtype).eps * f0.detach().abs().double().clamp(min=1e-30)
+    flat = spread <= floor.to(spread.device)
+    if bool(flat.any()):
+        idx = flat.nonzero().flatten().tolist()
+        warnings.warn(
+            f"{name}: the model's output barely changes under the perturbations for example(s) "
+            f"{idx[:8]} (below float resolution): the estimate is noise or zero. Explain logits "
+            f"or log-probabilities rather than a saturated softmax, or raise sigma",
+            DegenerateAttributionWarning,
+            stacklevel=4,
+        )
