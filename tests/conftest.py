@@ -38,14 +38,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CAPTUM_EXT_CACHE"] = persistent or tempfile.mkdtemp(prefix="captum-ext-test-")
 
 
-def _first_correct(model, dataset, count: int, batch: int = 8):
-    """The first ``count`` items of ``dataset`` that ``model`` classifies correctly, stacked."""
+def _first_correct(model, dataset, count: int, batch: int = 8, confidence: float = 0.0):
+    """The first ``count`` items of ``dataset`` that ``model`` classifies correctly (with top
+    softmax probability >= ``confidence``), stacked."""
     picked: list[int] = []
     with torch.no_grad():
         for start in range(0, len(dataset), batch):
             idx = list(range(start, min(start + batch, len(dataset))))
             images, labels, _ = dataset.tensors(idx)
-            hits = (model(images).argmax(1) == labels).tolist()
+            probs = model(images).softmax(1)
+            hits = ((probs.argmax(1) == labels) & (probs.amax(1) >= confidence)).tolist()
             picked += [i for i, hit in zip(idx, hits) if hit]
             if len(picked) >= count:
                 return dataset.tensors(picked[:count])
@@ -96,11 +98,14 @@ def model_224(trained_224):
 
 @pytest.fixture(scope="session")
 def shapes_224_correct(model_224):
-    """4 SyntheticShapes 224x224 test images that ``model_224`` classifies correctly, as
+    """4 SyntheticShapes 224x224 test images that ``model_224`` classifies correctly and
+    confidently (top probability >= 0.9, so ``saturated(model_224)`` gives exactly 1.0), as
     ``(images, labels, masks)``."""
     from captum_ext.benchmark import SyntheticShapes
 
-    return _first_correct(model_224, SyntheticShapes(n=16, size=224, split="test"), 4, batch=4)
+    return _first_correct(
+        model_224, SyntheticShapes(n=16, size=224, split="test"), 4, batch=4, confidence=0.9
+    )
 
 
 @pytest.fixture(autouse=True)

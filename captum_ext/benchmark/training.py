@@ -54,10 +54,10 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         seed: Seed of initialisation and shuffling (the data seed is fixed per split).
         stages: Lower-resolution stages trained *before* the main one (shapes only), as
-            ``(size, n_train, epochs)`` triples: progressive resizing, which is how
-            ``resnet18_224`` trains in minutes on a CPU. Items are the same scenes at every
-            size (SyntheticShapes draws positions in units of the image side), and one cosine
-            learning-rate schedule spans all stages. Empty (default): a single stage.
+            ``(size, n_train, epochs)`` triples: progressive resizing. Items are the same
+            scenes at every size (SyntheticShapes draws positions in units of the image side),
+            and one cosine learning-rate schedule spans all stages. Empty (default): a single
+            stage. (``resnet18_224`` does not use it: see :func:`default_config`.)
     """
 
     model: str = "small_cnn"
@@ -138,17 +138,12 @@ def default_config(model: str = "small_cnn", dataset: str = "shapes", **override
     elif model == "resnet18":
         base.update(n_train=3000, epochs=6, lr=1e-3)
     elif model == "resnet18_224":
-        # Progressive resizing: ResNet-18 costs ~0.15 s per 224x224 training image on 2 cores,
-        # so most of the budget is spent at 64x64 (same scenes, 1/12 of the pixels).
-        base.update(
-            size=224,
-            n_train=240,
-            epochs=1,
-            n_test=240,
-            batch_size=16,
-            lr=1e-3,
-            stages=((64, 3000, 3), (112, 600, 1)),
-        )
+        # Trained at 224 throughout: about 0.05 s per training image on 2 idle cores (1,600
+        # images x 4 epochs: ~5.5 min, 96.7 % test and 95.0 % shifted accuracy). Progressive
+        # resizing (3,000 images x 3-4 epochs at 64x64, then 112x112, then 224x224) was tried
+        # and fails: the benchmark's per-pixel noise texture is finer at 224, the loss jumps to
+        # 2.1 on the first 224 epoch and test accuracy ends at 23-33 %.
+        base.update(size=224, n_train=1600, epochs=4, n_test=240, batch_size=16, lr=1e-3)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise TypeError(f"unknown training option(s): {sorted(unknown)}")
