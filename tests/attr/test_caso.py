@@ -88,10 +88,17 @@ def test_caso_lambda1_zero_equals_inverse_formula(hessian):
     caso = CASO(model)
     out = caso.attribute(x, target=t, lambda1=0.0, n_iter=300, hessian=hessian)
     lam2 = caso.last_info["lambda2"]
-    top = torch.linalg.eigvalsh(h)[:, -1]
+    # every knob is in units of u = max |g|: the objective of g / u and H / u
+    u = g.abs().amax(1)
+    assert torch.allclose(
+        caso.last_info["gradient_unit"] * torch.exp(caso.last_info["log_loss_scale"]), u, rtol=1e-9
+    )
+    top = torch.linalg.eigvalsh(h)[:, -1] / u
     assert torch.allclose(lam2, top / 2 + 10.0, rtol=1e-3)  # power iteration ~ exact
     eye = torch.eye(D, dtype=torch.float64)
-    exact = torch.linalg.solve(2 * lam2[:, None, None] * eye - h, g[..., None])[..., 0]
+    exact = torch.linalg.solve(
+        2 * lam2[:, None, None] * eye - h / u[:, None, None], (g / u[:, None])[..., None]
+    )[..., 0]
     assert torch.allclose(out, exact, rtol=1e-9, atol=1e-14)
 
 
@@ -99,6 +106,7 @@ def test_cafo_is_soft_threshold_over_two_lambda2_for_every_lambda1():
     model, x = tiny_relu(), tiny_batch()
     t = model(x).argmax(1)
     g, _ = exact_grad_hess(model, x, t)
+    g = g / g.abs().amax(1, keepdim=True)  # lambda1 and lambda2 are in units of max |g|
     values = [0.0, 1e-3, 1e-2, 5e-2, 0.2]
     cafo = CAFO(model)
     path = cafo.lambda1_path(x, values, target=t, lambda2=3.0)
@@ -140,7 +148,10 @@ def test_theorem5_caso_parallel_to_cafo_only_at_high_confidence():
     cosines = {}
     for c in (0.0, 20.0):
         f = model_with_margin(c)
-        caso = CASO(f).attribute(x, target=0, lambda1=0.0, n_iter=100, hessian="hvp")
+        # c1 is in units of max |g| (about 10 here at uniform p, where the top Hessian
+        # eigenvalue is about 40): c1 = 1 keeps lambda2 comparable to L / 2, as the old
+        # absolute c1 = 10 did, so the Hessian term can matter at all
+        caso = CASO(f).attribute(x, target=0, lambda1=0.0, n_iter=100, hessian="hvp", c1=1.0)
         cafo = CAFO(f).attribute(x, target=0, lambda1=0.0)
         cosines[c] = F.cosine_similarity(caso, cafo, dim=1)
     assert float(torch.softmax(model_with_margin(20.0)(x), 1)[:, 0].min()) > 0.999
@@ -152,7 +163,7 @@ def test_theorem5_caso_parallel_to_cafo_only_at_high_confidence():
 def test_auto_lambda1_lands_in_window_and_follows_the_grid_rule(shapes_model, shapes_batch):
     net, images = shapes_model.model.eval(), shapes_batch[0][:4]
     caso = CASO(net)
-    caso.attribute(images, hessian="closed_form")
+    caso.attribute(images, hessian="closed_form", lambda1_rule="paper")
     info = dict(caso.last_info)
     assert bool(info["in_window"].all())
     assert bool(((info["eta"] >= 0.75) & (info["eta"] < 1.0)).all())
@@ -293,12 +304,14 @@ def test_smooth_cafo_averages_gradients_with_the_target_fixed():
         x, target=t, lambda1=0.0, n_samples=16, stdevs=0.5,
         generator=torch.Generator().manual_seed(3),
     )  # fmt: skip
-    # the copies as documented: x + stdevs * (max - min) * N(0, 1), drawn (N, n, d)
-    noise = torch.randn(3, 16, D, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    # the copies as documented: x + stdevs * (max - min) * N(0, 1), one (n, d) draw shared
+    # by the examples (an example's copies do not depend on its position in the batch)
+    noise = torch.randn(1, 16, D, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
     span = (x.amax(1) - x.amin(1))[:, None, None]
     xs = x[:, None] + 0.5 * span * noise
     grads = torch.stack([exact_grad_hess(model, xs[:, j], t)[0] for j in range(16)], 1)
-    assert torch.allclose(out, grads.mean(1) / 20.0, atol=1e-14)
+    mean = grads.mean(1)  # Def. 4: the plain average, in units of its max |.|
+    assert torch.allclose(out, mean / mean.abs().amax(1, keepdim=True) / 20.0, atol=1e-14)
     smooth_hvp = CASO(model).attribute(x, target=t, n_samples=4, hessian="hvp")
     smooth_cf = CASO(model).attribute(x, target=t, n_samples=4, hessian="closed_form")
     assert torch.allclose(smooth_hvp, smooth_cf, atol=1e-12)

@@ -18,6 +18,7 @@ from captum_ext.attr._utils.context_aware import (
     DEFAULT_LAMBDA1_GRID,
     ContextAware,
     lambda1_path,
+    normalise_gradient,
 )
 from captum_ext.attr._utils.fista import fista, power_iteration, soft_threshold
 from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian
@@ -72,6 +73,7 @@ class CAFO(ContextAware):
         sparsity_range: tuple[float, float] = (0.75, 1.0),
         lambda1_grid: Sequence[float] = DEFAULT_LAMBDA1_GRID,
         max_halvings: int = 20,
+        lambda1_rule: str = "refine",
         n_samples: int = 0,
         stdevs: float = 0.15,
         internal_batch_size: int | None = None,
@@ -94,7 +96,13 @@ class CAFO(ContextAware):
             c1: Margin added to ``lambda2`` (the paper's 10).
             sparsity_range: ``(lo, hi)``: ``lo <= eta < hi`` is the window of the auto rule.
             lambda1_grid: Starting values of the auto rule (Tables 2-3 of the paper).
-            max_halvings: Halving/bisection steps of the auto rule per example.
+            max_halvings: Halving/bisection steps of the auto rule per example (refinement
+                rounds for ``lambda1_rule="refine"``).
+            lambda1_rule: How ``lambda1="auto"`` searches: ``"refine"`` (default) narrows a
+                bracket around the CAFO quantile of ``|g|`` until the sparsity ratio lies just
+                above the window's lower edge, where the paper's criterion (highest loss inside
+                the window) sits; ``"paper"`` is the paper's factor-10 grid with halving, which
+                often jumps over the window to near one-pixel maps.
             n_samples: ``> 0`` gives the Smooth variant (Def. 4): gradients (and Hessians)
                 averaged over this many Gaussian copies inside one objective; the paper uses 50.
             stdevs: Noise std of the copies as a fraction of each example's value range
@@ -108,13 +116,16 @@ class CAFO(ContextAware):
         Returns:
             ``Delta*`` shaped like ``inputs`` (detached, signed).
         """
-        options = {"lambda2": lambda2, "c1": c1, "internal_batch_size": internal_batch_size}
+        options = {
+            "lambda2": lambda2, "c1": c1, "internal_batch_size": internal_batch_size,
+            "lambda1_rule": lambda1_rule,
+        }  # fmt: skip
         ctx, out = self._run(
             inputs, target, additional_forward_args, lambda1, sparsity_range, lambda1_grid,
             max_halvings, n_samples, stdevs, generator, show_progress, options,
         )  # fmt: skip
         self._squeeze_info()
-        return self._finish(ctx, out["delta"][:, 0])
+        return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 
     def lambda1_path(
         self,
@@ -144,9 +155,10 @@ class CAFO(ContextAware):
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
         op = AutogradHessian(
             ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"],
-            options["internal_batch_size"],
+            options["internal_batch_size"], ctx["weights"],
         )  # fmt: skip
-        g = op.gradient(hessian_next=False)
+        g, ctx["unit"] = normalise_gradient(op.gradient(hessian_next=False))
+        ctx["g"] = g
         bar.update()
         lam2_value = options["lambda2"] if options["lambda2"] is not None else options["c1"]
         lam2 = torch.full((g.shape[0],), float(lam2_value), dtype=g.dtype, device=g.device)
@@ -236,6 +248,7 @@ class CASO(ContextAware):
         sparsity_range: tuple[float, float] = (0.75, 1.0),
         lambda1_grid: Sequence[float] = DEFAULT_LAMBDA1_GRID,
         max_halvings: int = 20,
+        lambda1_rule: str = "refine",
         n_samples: int = 0,
         stdevs: float = 0.15,
         internal_batch_size: int | None = None,
@@ -258,7 +271,13 @@ class CASO(ContextAware):
             c1: Margin added to ``lambda2`` (the paper's 10).
             sparsity_range: ``(lo, hi)``: ``lo <= eta < hi`` is the window of the auto rule.
             lambda1_grid: Starting values of the auto rule (Tables 2-3 of the paper).
-            max_halvings: Halving/bisection steps of the auto rule per example.
+            max_halvings: Halving/bisection steps of the auto rule per example (refinement
+                rounds for ``lambda1_rule="refine"``).
+            lambda1_rule: How ``lambda1="auto"`` searches: ``"refine"`` (default) narrows a
+                bracket around the CAFO quantile of ``|g|`` until the sparsity ratio lies just
+                above the window's lower edge, where the paper's criterion (highest loss inside
+                the window) sits; ``"paper"`` is the paper's factor-10 grid with halving, which
+                often jumps over the window to near one-pixel maps.
             n_samples: ``> 0`` gives the Smooth variant (Def. 4): gradients (and Hessians)
                 averaged over this many Gaussian copies inside one objective; the paper uses 50.
             stdevs: Noise std of the copies as a fraction of each example's value range
@@ -283,14 +302,14 @@ class CASO(ContextAware):
         options = {
             "lambda2": lambda2, "c1": c1, "n_iter": n_iter, "lr": lr, "backtrack": backtrack,
             "power_iter": power_iter, "hessian": hessian, "step": step, "monotone": monotone,
-            "internal_batch_size": internal_batch_size,
+            "internal_batch_size": internal_batch_size, "lambda1_rule": lambda1_rule,
         }  # fmt: skip
         ctx, out = self._run(
             inputs, target, additional_forward_args, lambda1, sparsity_range, lambda1_grid,
             max_halvings, n_samples, stdevs, generator, show_progress, options,
         )  # fmt: skip
         self._squeeze_info()
-        return self._finish(ctx, out["delta"][:, 0])
+        return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 
     def lambda1_path(
         self,
@@ -336,21 +355,25 @@ class CASO(ContextAware):
         self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
         cls = ClosedFormHessian if options["hessian"] == "closed_form" else AutogradHessian
-        op = cls(
+        raw = cls(
             ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"],
-            options["internal_batch_size"],
+            options["internal_batch_size"], ctx["weights"],
         )  # fmt: skip
-        g = op.gradient()
+        g, unit = normalise_gradient(raw.gradient())
+        ctx["g"], ctx["unit"] = g, unit
+        op = _Normalised(raw, unit)
         n, d = g.shape
         gen = ctx["generator"]
-        v0 = torch.rand((n, 1, d), generator=gen, device=gen.device, dtype=g.dtype) - 0.5
+        # one start vector shared by every example: a result never depends on batch position
+        v0 = torch.rand((1, 1, d), generator=gen, device=gen.device, dtype=g.dtype) - 0.5
+        v0 = v0.to(g.device).expand(n, 1, d)
 
         def power_hvp(v: Tensor) -> Tensor:
             out = op(v)
             bar.update()
             return out
 
-        top, n_hvp, indefinite = power_iteration(power_hvp, v0.to(g.device), options["power_iter"])
+        top, n_hvp, indefinite = power_iteration(power_hvp, v0, options["power_iter"])
         c1 = float(options["c1"])
         if options["lambda2"] is None:
             lam2 = top / 2 + c1
@@ -402,3 +425,16 @@ class CASO(ContextAware):
             return res.b, q
 
         return solve, info
+
+
+class _Normalised:
+    """A Hessian operator divided by the per-example gradient unit ``u = max |g|``."""
+
+    def __init__(self, op: Any, unit: Tensor) -> None:
+        self.op, self.unit = op, unit
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return self.op(v) / self.unit[:, None, None].to(v.dtype)
+
+    def subset(self, idx: Tensor) -> _Normalised:
+        return _Normalised(self.op.subset(idx), self.unit[idx])

@@ -8,7 +8,8 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,18 +29,112 @@ from captum_ext._compat import (
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.hvp import check_logits
-from captum_ext.attr._utils.sparsity import select_lambda1, sparsity_ratio
+from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn_if_degenerate
+from captum_ext.attr._utils.sparsity import (
+    quantile_lambda1,
+    refine_lambda1,
+    select_lambda1,
+    sparsity_ratio,
+)
 
-#: Table 2-3 grid of the paper (ImageNet, ResNet-50, [0, 1] pixels).
+#: Table 2-3 grid of the paper (ImageNet, ResNet-50, [0, 1] pixels), here in units of
+#: ``max |g|`` (see :class:`ContextAware`); the start of ``lambda1_rule="paper"``.
 DEFAULT_LAMBDA1_GRID = (0.0, 1e-5, 1e-4, 1e-3, 6.25e-3, 1.25e-2, 2.5e-2, 5e-2)
 
+#: Names accepted by ``lambda1_rule=``.
+LAMBDA1_RULES = ("refine", "paper")
 
-#: Layers whose training mode makes per-example losses random or batch-dependent.
-_BATCH_COUPLED = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+#: Multipliers of the CAFO quantile tried in the first round of ``lambda1_rule="refine"``.
+_SEED_FACTORS = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.6, 2.0)
+
+#: Width of the target band above the window's lower edge, as a fraction of the window.
+_BAND = 0.2
 
 
-def _default_loss(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits, target, reduction="none")
+@contextmanager
+def eval_mode(forward_func: Callable[..., Any]) -> Iterator[None]:
+    """Every module of ``forward_func`` (a module or a module's bound method) in eval mode.
+
+    The per-module ``training`` flags are restored on exit, also when the body raises. In eval
+    mode batch norm uses (and never updates) its running statistics, so buffers stay
+    bit-identical. Other callables are left alone (wrap their modules yourself).
+    """
+    module = forward_func if isinstance(forward_func, nn.Module) else None
+    if module is None and isinstance(getattr(forward_func, "__self__", None), nn.Module):
+        module = forward_func.__self__  # type: ignore[attr-defined]
+    if module is None:
+        yield
+        return
+    flags = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def normalise_gradient(g: Tensor) -> tuple[Tensor, Tensor]:
+    """``(g / u, u)`` with ``u = max |g|`` per example (1 where ``g`` vanishes)."""
+    unit = g.abs().amax(-1)
+    unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+    return g / unit[:, None], unit
+
+
+#: Names accepted by ``loss=`` (see :class:`ContextAware`).
+LOSSES = ("cross_entropy", "logit", "log_prob")
+
+#: Loss ``(logits, target) -> (R,)``.
+LossCallable = Callable[[Tensor, Tensor], Tensor]
+
+
+def _log_odds_against(logits: Tensor, target: Tensor) -> Tensor:
+    """``m = log sum_{j != y} exp(z_j - z_y)`` per row, without cancellation.
+
+    Cross-entropy is ``softplus(m)`` and ``1 - p_y = sigmoid(m)``; ``dm/dz = q - e_y`` with
+    ``q`` the softmax of the non-target logits, so neither ``m`` nor its derivatives vanish when
+    the softmax saturates (``p_y == 1`` in floating point).
+    """
+    if logits.shape[1] < 2:
+        raise ValueError(
+            f"loss='cross_entropy'/'log_prob' needs at least 2 classes, got {logits.shape[1]}"
+        )
+    zy = logits.gather(1, target[:, None])
+    rest = (logits - zy).masked_fill(F.one_hot(target, logits.shape[1]).bool(), float("-inf"))
+    return torch.logsumexp(rest, 1)
+
+
+def _scaled_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy divided by its (detached) scale ``s = 1 - p_y``, to second order.
+
+    With ``m`` from :func:`_log_odds_against` and ``m0, s0 = sigmoid(m0)`` its detached value,
+    returns ``m + (1 - s0) (m - m0)^2 / 2``. Its first and second derivatives at the current
+    point are those of the cross-entropy ``softplus(m)`` divided by ``s0`` (``s0 dm`` and
+    ``s0 ((1 - s0) dm dm^T + d^2 m)``), but computed from ``m``'s derivatives, which never
+    underflow: this is the closed form ``sum_{j != y} p_j (grad z_j - grad z_y)`` of the gradient
+    without the cancellation of ``p - e_y`` in floating point.
+    """
+    m = _log_odds_against(logits, target)
+    m0 = m.detach()
+    return m + 0.5 * (1 - torch.sigmoid(m0)) * (m - m0) ** 2
+
+
+def _log_loss_scale(logits: Tensor, target: Tensor, loss: Any) -> Tensor:
+    """``log s`` per row: the factor the loss was divided by (0 for unscaled losses)."""
+    if loss in ("cross_entropy", "log_prob"):
+        return F.logsigmoid(_log_odds_against(logits, target)).double()
+    return torch.zeros(logits.shape[0], dtype=torch.float64, device=logits.device)
+
+
+def _loss_function(loss: Any) -> LossCallable:
+    """The (rescaled) per-row loss whose derivatives CAFO/CASO use."""
+    if loss == "cross_entropy":
+        return _scaled_cross_entropy
+    if loss == "log_prob":
+        return lambda z, t: -_scaled_cross_entropy(z, t)
+    if loss == "logit":
+        return lambda z, t: z.gather(1, t[:, None])[:, 0]
+    return loss
 
 
 class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
@@ -50,12 +145,26 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     def __init__(
         self,
         forward_func: Callable[..., Tensor],
-        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        loss: Union[str, LossCallable] = "cross_entropy",
+        loss_fn: LossCallable | None = None,
     ) -> None:
         GradientAttribution.__init__(self, forward_func)
-        if loss_fn is not None and not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
-        self.loss_fn = loss_fn
+        if loss_fn is not None:  # the earlier name of a callable ``loss``
+            if not callable(loss_fn):
+                raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
+            loss = loss_fn
+        if not (callable(loss) or isinstance(loss, str)):
+            raise TypeError(
+                f"loss must be one of {', '.join(repr(k) for k in LOSSES)} or a callable, got "
+                f"{type(loss).__name__}"
+            )
+        if isinstance(loss, str) and loss not in LOSSES:
+            raise ValueError(
+                f"loss must be one of {', '.join(repr(k) for k in LOSSES)} or a callable "
+                f"(logits, target) -> per-example losses, got {loss!r}"
+            )
+        self.loss = loss
+        self.loss_fn = loss if callable(loss) else None
         #: Per-example details of the last call (see the class docstring).
         self.last_info: dict[str, Any] = {}
 
@@ -95,15 +204,6 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             raise ValueError(f"stdevs must be a float > 0 when n_samples > 0, got {stdevs!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if isinstance(self.forward_func, nn.Module) and any(
-            m.training and isinstance(m, _BATCH_COUPLED) for m in self.forward_func.modules()
-        ):
-            warnings.warn(
-                f"{self.get_name()}: the model has batch-norm or dropout layers in training "
-                "mode, which make the loss random or couple the examples of a batch (call "
-                "model.eval())",
-                stacklevel=3,
-            )
         args = _format_additional_forward_args(additional_forward_args)
         shapes = [t.shape[1:] for t in tensors]
         sizes = [int(t[0].numel()) for t in tensors]
@@ -122,23 +222,28 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
                 )
             return _run_forward(self.forward_func, unflatten(rows), None, row_args)
 
-        loss = self.loss_fn or _default_loss
+        loss = _loss_function(self.loss)
 
-        def loss_fn(logits: Tensor, tgt: Tensor) -> Tensor:
+        def check_target(logits: Tensor, tgt: Tensor) -> None:
             k = logits.shape[1]
             if bool((tgt < 0).any()) or bool((tgt >= k).any()):
                 raise ValueError(
                     f"target must be class indices in [0, {k}), got values "
                     f"{sorted(set(tgt.tolist()))}"
                 )
+
+        def loss_fn(logits: Tensor, tgt: Tensor) -> Tensor:
+            check_target(logits, tgt)
             return loss(logits, tgt)
 
         tgt = self._format_target(target, n, x, row_logits)
         if generator is None:
             generator = torch.Generator().manual_seed(torch.initial_seed())
         if n_samples > 0:
+            # one draw shared by every example: an example's copies do not depend on its
+            # position in the batch or on the other examples
             noise = torch.randn(
-                (n, n_samples, x.shape[1]),
+                (1, n_samples, x.shape[1]),
                 generator=generator,
                 device=generator.device,
                 dtype=x.dtype,
@@ -153,6 +258,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             xs = x[:, None] + noise * scale[:, None]
         else:
             xs = x[:, None]
+        log_scale, weights = self._loss_scales(xs, tgt, row_logits, check_target)
         return {
             "is_tuple": is_tuple,
             "x": x,
@@ -163,7 +269,38 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             "unflatten": unflatten,
             "generator": generator,
             "dtypes": [t.dtype for t in tensors],
+            "log_loss_scale": log_scale,
+            "weights": weights,
         }
+
+    def _loss_scales(
+        self,
+        xs: Tensor,
+        tgt: Tensor,
+        row_logits: Callable[[Tensor, Tensor], Tensor],
+        check_target: Callable[[Tensor, Tensor], None],
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-example ``log s`` (mean over the copies) and the copies' relative weights.
+
+        For cross-entropy the loss is divided by ``s = 1 - p_y`` (see
+        :func:`_scaled_cross_entropy`). A Smooth copy ``j`` of an example then enters with the
+        weight ``s_j / max_j s_j`` (computed in the log domain), so the averaged gradient and
+        Hessian keep Def. 4's weighting up to one positive factor per example.
+        """
+        n, c, d = xs.shape
+        if callable(self.loss) or self.loss == "logit":
+            return torch.zeros(n, dtype=torch.float64), None
+        with torch.no_grad():
+            rows = xs.reshape(-1, d)
+            ex = torch.arange(n, device=xs.device).repeat_interleave(c)
+            logits = row_logits(rows, ex)
+            check_logits(logits, rows.shape[0])
+            check_target(logits, tgt[ex])
+            log_s = _log_loss_scale(logits, tgt[ex], self.loss).reshape(n, c)
+        top = log_s.amax(1, keepdim=True)
+        weights = None if c == 1 else torch.exp(log_s - top).to(xs.dtype)
+        log_mean = top[:, 0] + torch.log(torch.exp(log_s - top).mean(1))
+        return log_mean.cpu(), weights
 
     @staticmethod
     def _format_target(
@@ -242,7 +379,13 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             options["internal_batch_size"],
         )
         self._check_options(options)
-        with torch.enable_grad():
+        rule = options.get("lambda1_rule", "refine")
+        if rule not in LAMBDA1_RULES:
+            raise ValueError(
+                f"lambda1_rule must be one of {', '.join(repr(r) for r in LAMBDA1_RULES)}, "
+                f"got {rule!r}"
+            )
+        with torch.enable_grad(), eval_mode(self.forward_func):
             ctx = self._setup(inputs, target, additional_forward_args, n_samples, stdevs, generator)
             bar = (
                 progress(desc=f"{self.get_name()} attribution", total=self._n_steps(options))
@@ -252,11 +395,13 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             try:
                 solve, info = self._solver(ctx, options, bar)
                 out = self._choose(
-                    solve, lambda1, lambda1_grid, sparsity_range, max_halvings, ctx["x"].shape[0]
+                    solve, lambda1, lambda1_grid, sparsity_range, max_halvings, ctx, rule
                 )
             finally:
                 bar.close()
         info.update({k: v for k, v in out.items() if k != "delta"})
+        info["gradient_unit"] = ctx["unit"].double().cpu()
+        info["log_loss_scale"] = ctx["log_loss_scale"]
         self.last_info = info
         return ctx, out
 
@@ -279,13 +424,22 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         lambda1_grid: Sequence[float],
         sparsity_range: tuple[float, float],
         max_halvings: int,
-        n: int,
+        ctx: dict[str, Any],
+        rule: str,
     ) -> dict[str, Tensor]:
+        n = ctx["x"].shape[0]
         lo, hi = float(sparsity_range[0]), float(sparsity_range[1])
         if isinstance(lambda1, str):
-            choice = select_lambda1(
-                solve, [float(v) for v in lambda1_grid], n, (lo, hi), max_halvings=max_halvings
-            )
+            if rule == "paper":
+                choice = select_lambda1(
+                    solve, [float(v) for v in lambda1_grid], n, (lo, hi), max_halvings=max_halvings
+                )
+            else:
+                base = quantile_lambda1(ctx["g"], lo)
+                seeds = base[:, None] * torch.tensor(_SEED_FACTORS, dtype=torch.float64)
+                choice = refine_lambda1(
+                    solve, seeds, (lo, hi), _BAND * (hi - lo), max_rounds=max_halvings
+                )
             return {
                 "delta": choice.delta[:, None],
                 "lambda1": choice.lambda1[:, None],
@@ -304,6 +458,35 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             "in_window": (eta >= lo) & (eta < hi),
             "loss": q.double().cpu(),
         }
+
+    def _checked_output(
+        self, ctx: dict[str, Any], delta: Tensor, auto: bool, rule: str
+    ) -> TensorOrTupleOfTensorsGeneric:
+        """The output of ``attribute``, after the warnings of :mod:`.map_checks`."""
+        name = self.get_name()
+        out = self._finish(ctx, delta)
+        warn_if_degenerate(
+            name,
+            out,
+            "the loss gradient vanishes there (try loss='logit', check the target, or a "
+            "smaller lambda1)",
+            stacklevel=5,
+        )
+        missed = ~self.last_info["in_window"]
+        if auto and bool(missed.any()):
+            knobs = "sparsity_range or max_halvings" + (
+                ", lambda1_grid" if rule == "paper" else ", or lambda1_rule='paper'"
+            )
+            idx = missed.nonzero().flatten().tolist()
+            warnings.warn(
+                f"{name}: the automatic lambda1 found no solution with sparsity in "
+                f"sparsity_range for example(s) {idx[:8]} (eta "
+                f"{[round(float(e), 3) for e in self.last_info['eta'][missed][:8]]}); the "
+                f"closest one is returned. Change {knobs}, or pass lambda1 explicitly",
+                DegenerateAttributionWarning,
+                stacklevel=4,
+            )
+        return out
 
     def _finish(self, ctx: dict[str, Any], delta: Tensor) -> TensorOrTupleOfTensorsGeneric:
         parts = ctx["unflatten"](delta.detach())

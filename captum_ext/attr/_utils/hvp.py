@@ -63,7 +63,12 @@ def _chunks(total: int, size: int | None) -> list[tuple[int, int]]:
 
 
 class _Base:
-    """Shared layout: base points ``xs`` ``(N, n, d)``, targets ``(N,)``."""
+    """Shared layout: base points ``xs`` ``(N, n, d)``, targets ``(N,)``, copy weights ``(N, n)``.
+
+    ``weights`` (default all ones) multiply each base point's loss: SmoothCASO passes the
+    relative loss scales of the copies when the loss itself is rescaled (see
+    :mod:`captum_ext.attr._utils.context_aware`), so the average keeps Def. 4's weighting.
+    """
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class _Base:
         xs: Tensor,
         target: Tensor,
         max_rows: int | None,
+        weights: Tensor | None = None,
     ) -> None:
         self.row_logits = row_logits
         self.loss_fn = loss_fn
@@ -79,6 +85,7 @@ class _Base:
         self.target = target
         self.max_rows = max_rows
         self.n_examples, self.n_copies, self.dim = xs.shape
+        self.weights = weights
 
     def _rows(self, kc: int) -> tuple[Tensor, Tensor]:
         """Flattened rows ``(N*kc*n, d)`` (example-major, then vector, then copy), examples."""
@@ -87,12 +94,18 @@ class _Base:
         ex = torch.arange(n, device=x.device).repeat_interleave(kc * c)
         return x, ex
 
-    def _loss(self, x: Tensor, ex: Tensor) -> Tensor:
+    def _row_weights(self, kc: int) -> Tensor | None:
+        if self.weights is None:
+            return None
+        n, c = self.n_examples, self.n_copies
+        return self.weights[:, None].expand(n, kc, c).reshape(-1)
+
+    def _loss(self, x: Tensor, ex: Tensor, w: Tensor | None = None) -> Tensor:
         logits = self.row_logits(x, ex)
         check_logits(logits, x.shape[0])
         loss = self.loss_fn(logits, self.target[ex])
         _check_loss(loss, x.shape[0])
-        return loss
+        return loss if w is None else loss * w.to(loss.dtype)
 
 
 class AutogradHessian(_Base):
@@ -115,8 +128,9 @@ class AutogradHessian(_Base):
         xs: Tensor,
         target: Tensor,
         max_rows: int | None = None,
+        weights: Tensor | None = None,
     ) -> None:
-        super().__init__(row_logits, loss_fn, xs, target, max_rows)
+        super().__init__(row_logits, loss_fn, xs, target, max_rows, weights)
         self._graphs: dict[int, tuple[Tensor, Tensor]] = {}
 
     def subset(self, idx: Tensor) -> AutogradHessian:
@@ -127,8 +141,9 @@ class AutogradHessian(_Base):
             return parent(rows, idx[ex])
 
         return AutogradHessian(
-            row_logits, self.loss_fn, self.xs[idx], self.target[idx], self.max_rows
-        )
+            row_logits, self.loss_fn, self.xs[idx], self.target[idx], self.max_rows,
+            None if self.weights is None else self.weights[idx],
+        )  # fmt: skip
 
     def _fits(self, kc: int) -> bool:
         return self.max_rows is None or self.n_examples * kc * self.n_copies <= self.max_rows
@@ -140,7 +155,7 @@ class AutogradHessian(_Base):
                     del self._graphs[key]
             x, ex = self._rows(kc)
             x = x.clone().requires_grad_(True)
-            loss = self._loss(x, ex)
+            loss = self._loss(x, ex, self._row_weights(kc))
             (g,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
             self._graphs[kc] = (x, g)
         return self._graphs[kc]
@@ -157,10 +172,12 @@ class AutogradHessian(_Base):
             g = self._graph(1)[1].detach()
         else:
             x_all, ex_all = self._rows(1)
+            w_all = self._row_weights(1)
             parts = []
             for s, e in _chunks(x_all.shape[0], self.max_rows):
                 x = x_all[s:e].clone().requires_grad_(True)
-                (gc,) = torch.autograd.grad(self._loss(x, ex_all[s:e]).sum(), x)
+                w = None if w_all is None else w_all[s:e]
+                (gc,) = torch.autograd.grad(self._loss(x, ex_all[s:e], w).sum(), x)
                 parts.append(gc)
             g = torch.cat(parts)
         return g.reshape(n, c, d).mean(1)
@@ -175,10 +192,13 @@ class AutogradHessian(_Base):
             hv = self._double_backward(g, x, vv)
         else:
             x_all, ex_all = self._rows(kc)
+            w_all = self._row_weights(kc)
             parts = []
             for s, e in _chunks(x_all.shape[0], self.max_rows):
                 x = x_all[s:e].clone().requires_grad_(True)
-                (g,) = torch.autograd.grad(self._loss(x, ex_all[s:e]).sum(), x, create_graph=True)
+                w = None if w_all is None else w_all[s:e]
+                loss = self._loss(x, ex_all[s:e], w)
+                (g,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
                 parts.append(self._double_backward(g, x, vv[s:e]))
             hv = torch.cat(parts)
         return hv.reshape(n, kc, c, d).mean(2)
@@ -215,12 +235,14 @@ class ClosedFormHessian(_Base):
         xs: Tensor,
         target: Tensor,
         max_rows: int | None = None,
+        weights: Tensor | None = None,
     ) -> None:
-        super().__init__(row_logits, loss_fn, xs, target, max_rows)
+        super().__init__(row_logits, loss_fn, xs, target, max_rows, weights)
         x_all, ex_all = self._rows(1)
+        w_all = self._row_weights(1)
         jac, hess, grads = [], [], []
         for s, e in _chunks(x_all.shape[0], max_rows):
-            j, a, g = self._jacobian(x_all[s:e], ex_all[s:e])
+            j, a, g = self._jacobian(x_all[s:e], ex_all[s:e], None if w_all is None else w_all[s:e])
             jac.append(j)
             hess.append(a)
             grads.append(g)
@@ -233,7 +255,7 @@ class ClosedFormHessian(_Base):
         self.logit_hessian = torch.cat(hess).reshape(n, c, self.n_classes, self.n_classes)
         self._grad = torch.cat(grads).reshape(n, c, d).mean(1)
 
-    def _jacobian(self, x: Tensor, ex: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _jacobian(self, x: Tensor, ex: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         x = x.clone().requires_grad_(True)
         logits = self.row_logits(x, ex)
         check_logits(logits, x.shape[0])
@@ -248,6 +270,8 @@ class ClosedFormHessian(_Base):
         z = logits.detach().requires_grad_(True)
         loss = self.loss_fn(z, self.target[ex])
         _check_loss(loss, x.shape[0])
+        if w is not None:
+            loss = loss * w.to(loss.dtype)
         (gz,) = torch.autograd.grad(loss.sum(), z, create_graph=True)
         cols = []
         for k in range(n_cls):
@@ -276,6 +300,7 @@ class ClosedFormHessian(_Base):
         sub.jacobian = self.jacobian[idx]
         sub.logit_hessian = self.logit_hessian[idx]
         sub._grad = self._grad[idx]
+        sub.weights = None if self.weights is None else self.weights[idx]
         return sub
 
     def __call__(self, v: Tensor) -> Tensor:
