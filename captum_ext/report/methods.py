@@ -5,21 +5,10 @@ Captum's own methods are the baselines; each captum-ext method adds its entry he
 
 from __future__ import annotations
 
-import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, RelEx
 from captum_ext.report.registry import MethodSpec, register
-
-
-def _leg_grid(inputs: torch.Tensor, most: int = 28) -> tuple[int, int]:
-    """The largest grid side <= ``most`` (28: the paper's) dividing each image side (equal cells).
-
-    With unequal cells (28 cells over 32 pixels) the per-pixel map shows stripes of 1- and
-    2-pixel cells.
-    """
-    return tuple(max(d for d in range(1, most + 1) if side % d == 0) for side in inputs.shape[-2:])
-
 
 register(
     MethodSpec(
@@ -76,34 +65,26 @@ register(
         "Networks: Locally Smoothing Perspective of Model Interpretation",
     )
 )
+# LEG and LEG-TV explain the logits (a saturated softmax does not move under perturbation) with
+# their own defaults: 1,000 draws, least squares, sigma relative to the image's range, a grid of
+# about sqrt(n / 4C) cells a side. Quick mode keeps about four draws per coefficient.
 register(
     MethodSpec(
         "LEG",
-        lambda model: LEG(lambda x: torch.softmax(model(x), 1)),
-        kwargs=lambda x: {
-            "n_samples": 500,
-            "sigma": 0.02,
-            "grid": _leg_grid(x),
-            "perturbations_per_eval": 100,
-        },
-        quick_kwargs=lambda x: {"n_samples": 64, "grid": _leg_grid(x, 8)},
+        LEG,
+        kwargs={"perturbations_per_eval": 100},
+        quick_kwargs={"n_samples": 200},
         seeded=True,
         reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation "
-        "(empirical LEG)",
+        "(empirical LEG, least squares)",
     )
 )
 register(
     MethodSpec(
         "LEG-TV",
-        lambda model: LEGTV(lambda x: torch.softmax(model(x), 1)),
-        kwargs=lambda x: {
-            "n_samples": 500,
-            "sigma": 0.02,
-            "K_L": 0.1,
-            "grid": _leg_grid(x),
-            "perturbations_per_eval": 100,
-        },
-        quick_kwargs=lambda x: {"n_samples": 64, "grid": _leg_grid(x, 8)},
+        LEGTV,
+        kwargs={"K_L": 0.1, "perturbations_per_eval": 100},
+        quick_kwargs={"n_samples": 200},
         seeded=True,
         reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation",
     )
