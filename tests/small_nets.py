@@ -1,4 +1,4 @@
-"""Small seeded networks shared by the importance-landscape and PILCRO tests."""
+"""Small seeded networks shared by the importance-landscape, PILCRO and CAFO/CASO tests."""
 
 from __future__ import annotations
 
@@ -27,3 +27,26 @@ def tanh_net(c_in: int = 2, classes: int = 4, seed: int = 0) -> nn.Module:
             nn.Flatten(),
             nn.Linear(3 * 5 * 6, classes),
         )
+
+
+#: Input size and classes of :func:`tiny_relu`.
+D, C = 6, 4
+
+
+def tiny_relu(seed: int = 0) -> nn.Module:
+    """A float64 ReLU MLP ``(N, D) -> (N, C)`` in eval mode, seeded weights, global RNG untouched.
+
+    Piecewise linear, so the closed-form ``J^T A J`` Hessian of CASO is exact.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return (
+            nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, C))
+            .double()
+            .eval()
+        )
+
+
+def tiny_batch(n: int = 5, seed: int = 1) -> torch.Tensor:
+    """``n`` float64 standard-normal inputs for :func:`tiny_relu`."""
+    return torch.randn(n, D, generator=generator(seed), dtype=torch.float64)

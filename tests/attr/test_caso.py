@@ -9,26 +9,12 @@ import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
+from small_nets import C, D, tiny_batch, tiny_relu
 from torch import nn
 
 from captum_ext.attr import CAFO, CASO
 from captum_ext.attr._utils.fista import soft_threshold
 from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian
-
-D, C = 6, 4
-
-
-def tiny_relu(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return (
-        nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, C))
-        .double()
-        .eval()
-    )
-
-
-def tiny_batch(n: int = 5, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def exact_grad_hess(model: nn.Module, x: torch.Tensor, t: torch.Tensor):

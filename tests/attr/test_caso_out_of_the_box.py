@@ -10,26 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import NoiseTunnel, Saliency
+from small_nets import C, D, tiny_batch, tiny_relu
 from torch import nn
 
 from captum_ext.attr import CAFO, CASO
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning
 from captum_ext.metrics import energy_pointing_game, pointing_game
-
-D, C = 6, 4
-
-
-def tiny_relu(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return (
-        nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, C))
-        .double()
-        .eval()
-    )
-
-
-def tiny_batch(n: int = 5, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 class Scaled(nn.Module):

@@ -20,7 +20,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_ext._compat import _format_output, _format_tensor_into_tuples, _is_tuple, log_usage
+from captum_ext._compat import _format_output, log_usage
 from captum_ext.attr._utils.leg_base import (
     _LOW_R2,
     GridArg,
@@ -158,35 +158,10 @@ class LEG(_LEGBase):
             ``last_info`` then holds ``r2`` (per example), ``scale`` (per input tensor and
             example) and ``grid``.
         """
-        is_tuple = _is_tuple(inputs)
-        inputs = _format_tensor_into_tuples(inputs)
-        grids = self._check_common(
-            inputs,
-            n_samples,
-            sigma,
-            grid,
-            covariance,
-            boundary,
-            perturbations_per_eval,
-            antithetic,
-            estimator,
-        )
-        stats = self._statistics(
-            inputs,
-            target,
-            additional_forward_args,
-            n_samples,
-            sigma,
-            grids,
-            covariance,
-            boundary,
-            perturbations_per_eval,
-            antithetic,
-            generator,
-            show_progress,
-            estimator,
-        )
-        self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
+        is_tuple, inputs, grids, stats = self._estimate(
+            inputs, target, additional_forward_args, n_samples, sigma, grid, covariance,
+            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
+        )  # fmt: skip
         out = self._to_output(stats.gamma, inputs, grids)
         _warn_fit(self.get_name(), stats, out, "raise n_samples or lower sigma")
         return _format_output(is_tuple, out)
@@ -403,35 +378,10 @@ class LEGTV(_LEGBase):
         show_progress: bool,
         estimator: str,
     ) -> list[TensorOrTupleOfTensors]:
-        is_tuple = _is_tuple(inputs)
-        inputs = _format_tensor_into_tuples(inputs)
-        grids = self._check_common(
-            inputs,
-            n_samples,
-            sigma,
-            grid,
-            covariance,
-            boundary,
-            perturbations_per_eval,
-            antithetic,
-            estimator,
-        )
-        stats = self._statistics(
-            inputs,
-            target,
-            additional_forward_args,
-            n_samples,
-            sigma,
-            grids,
-            covariance,
-            boundary,
-            perturbations_per_eval,
-            antithetic,
-            generator,
-            show_progress,
-            estimator,
-        )
-        self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
+        is_tuple, inputs, grids, stats = self._estimate(
+            inputs, target, additional_forward_args, n_samples, sigma, grid, covariance,
+            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
+        )  # fmt: skip
         per_level: list[list[Tensor]] = [[] for _ in ks]
         for ybar, g, scale in zip(stats.ybar, grids, stats.scale):
             maps = torch.zeros(len(ks), *ybar.shape, dtype=torch.float64)

@@ -22,6 +22,8 @@ from captum_ext._compat import (
     _expand_additional_forward_args,
     _expand_target,
     _format_additional_forward_args,
+    _format_tensor_into_tuples,
+    _is_tuple,
     _run_forward,
     progress,
 )
@@ -85,6 +87,40 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
     def multiplies_by_inputs(self) -> bool:
         """LEG estimates a (local-average) gradient; it is not multiplied by the inputs."""
         return False
+
+    def _estimate(
+        self,
+        inputs: TensorOrTupleOfTensors,
+        target: TargetType,
+        additional_forward_args: Any,
+        n_samples: int,
+        sigma: float,
+        grid: GridArg,
+        covariance: str,
+        boundary: str,
+        perturbations_per_eval: int,
+        antithetic: bool,
+        generator: torch.Generator | None,
+        show_progress: bool,
+        estimator: str,
+    ) -> tuple[bool, tuple[Tensor, ...], list[tuple[int, int]], LEGStatistics]:
+        """Validate, draw, evaluate and fit; sets ``last_info``.
+
+        Returns:
+            ``(is_tuple, inputs as a tuple, grids, statistics)``.
+        """
+        is_tuple = _is_tuple(inputs)
+        tensors = _format_tensor_into_tuples(inputs)
+        grids = self._check_common(
+            tensors, n_samples, sigma, grid, covariance, boundary, perturbations_per_eval,
+            antithetic, estimator,
+        )  # fmt: skip
+        stats = self._statistics(
+            tensors, target, additional_forward_args, n_samples, sigma, grids, covariance,
+            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
+        )  # fmt: skip
+        self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
+        return is_tuple, tensors, grids, stats
 
     # ------------------------------------------------------------------ validation
     @staticmethod
