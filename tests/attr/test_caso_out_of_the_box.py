@@ -210,8 +210,8 @@ def test_loss_options_follow_their_closed_forms():
     # the old keyword still works
     old = CAFO(model, loss_fn=lambda z, y: F.cross_entropy(z, y, reduction="none"))
     assert torch.allclose(old.attribute(x, target=t, lambda1=0.0), ce, atol=1e-14)
-    for bad, error in (("mse", ValueError), (3, TypeError)):
-        with pytest.raises(error, match="loss"):
+    for bad in ("mse", 3, None):
+        with pytest.raises(ValueError, match="loss"):
             CASO(model, loss=bad)
     with pytest.raises(ValueError, match="lambda1_rule"):
         CAFO(model).attribute(x, lambda1_rule="grid")

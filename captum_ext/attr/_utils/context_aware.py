@@ -153,12 +153,8 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             if not callable(loss_fn):
                 raise TypeError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
             loss = loss_fn
-        if not (callable(loss) or isinstance(loss, str)):
-            raise TypeError(
-                f"loss must be one of {', '.join(repr(k) for k in LOSSES)} or a callable, got "
-                f"{type(loss).__name__}"
-            )
-        if isinstance(loss, str) and loss not in LOSSES:
+        # one documented error for every bad loss, as for the other knobs (issue 13)
+        if not (callable(loss) or (isinstance(loss, str) and loss in LOSSES)):
             raise ValueError(
                 f"loss must be one of {', '.join(repr(k) for k in LOSSES)} or a callable "
                 f"(logits, target) -> per-example losses, got {loss!r}"
