@@ -150,3 +150,24 @@ def test_upsample_nearest_and_cell_sizes():
     ref = torch.nn.functional.interpolate(z, size=(8, 21), mode="nearest")
     assert torch.equal(up, ref)
     assert torch.equal(cell_sizes((8, 21), (4, 7)), torch.full((4, 7), 6))
+
+
+@pytest.mark.parametrize(
+    ("shape", "n_samples", "grid"),
+    [
+        ((3, 32, 32), 1000, (8, 8)),  # sqrt(1000 / 12) = 9.1 -> the divisor 8 of 32
+        ((3, 224, 224), 1000, (8, 8)),
+        ((1, 28, 28), 1000, (14, 14)),  # sqrt(250) = 15.8 -> the divisor 14 of 28
+        ((3, 32, 32), 200, (4, 4)),
+        ((3, 28, 32), 1000, (7, 8)),  # per side: 28 has no divisor in [4.5, 9] but 7
+    ],
+)
+def test_default_grid_keeps_four_draws_per_coefficient_on_equal_cells(shape, n_samples, grid):
+    from captum_ext.attr import LEG
+
+    leg = LEG(lambda x: x.flatten(1).sum(1))
+    leg.attribute(torch.rand(1, *shape), n_samples=n_samples, generator=torch.Generator())
+    got = leg.last_info["grid"][0]
+    assert got == grid
+    assert shape[1] % got[0] == 0 and shape[2] % got[1] == 0
+    assert n_samples >= 4 * shape[0] * got[0] * got[1]

@@ -1,6 +1,5 @@
 import torch
 
-from captum_ext.report.methods import _leg_grid
 from captum_ext.report.plots import display_map
 
 
@@ -14,9 +13,3 @@ def test_display_map_scales_by_99th_percentile_and_keeps_sparse_maps_visible():
     p99 = torch.quantile(dense.flatten(), 0.99)
     assert torch.allclose(m, (dense[0] / p99).clamp(0, 1))
     assert display_map(torch.zeros(2, 4, 4)).eq(0).all()
-
-
-def test_leg_grid_divides_the_image():
-    assert _leg_grid(torch.zeros(1, 3, 32, 32)) == (16, 16)
-    assert _leg_grid(torch.zeros(1, 1, 28, 28)) == (28, 28)
-    assert _leg_grid(torch.zeros(1, 1, 28, 32), most=8) == (7, 8)
