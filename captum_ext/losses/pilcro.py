@@ -19,14 +19,13 @@ Again", arXiv:2001.09696, 2020.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._compat import _select_targets
+from captum_ext._model_state import eval_mode
 
 __all__ = ["KERNELS", "PILCRO"]
 
@@ -217,18 +216,6 @@ def _sq_input_gradients(
     return (g * g).sum(0), classes
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Switch every submodule to eval mode; restore each one's own flag, also on exceptions."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
 # --------------------------------------------------------------------------------------------
 # The loss module
 # --------------------------------------------------------------------------------------------
@@ -411,7 +398,7 @@ class PILCRO(nn.Module):
         if self.generator is None:
             self.generator = _default_generator(inputs.device)
         keep_graph = torch.is_grad_enabled()
-        with _eval_mode(model):
+        with eval_mode(model):
             sq, _ = _sq_input_gradients(
                 model, inputs, generator=self.generator, create_graph=keep_graph
             )

@@ -28,11 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._compat import NullProgress, progress
+from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
 from captum_ext.losses.pilcro import (
     _check_images,
     _check_spatial,
-    _eval_mode,
     _laplacian_same_reflect,
     _normalise_landscape,
     _resolve_kernel,
@@ -163,7 +163,7 @@ def importance_landscape(
     acc: Tensor | None = None
     count, shape, dtype = 0, None, None
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             for images, labels in _batches(
                 inputs_or_loader, batch_size, target, want_labels=label == "given"
             ):

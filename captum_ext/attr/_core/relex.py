@@ -14,7 +14,7 @@ from typing import Any, Callable, Union
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_ext._compat import (
     ExpansionTypes,
@@ -29,6 +29,7 @@ from captum_ext._compat import (
     log_usage,
     progress,
 )
+from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.map_checks import warn_if_degenerate
@@ -477,27 +478,12 @@ def _noise_source(
     )
 
 
-def _modules_of(forward_func: Callable[..., Tensor]) -> list[nn.Module]:
-    """The modules behind ``forward_func``: a module itself or the owner of a bound method."""
-    owner = forward_func if isinstance(forward_func, nn.Module) else None
-    if owner is None and isinstance(getattr(forward_func, "__self__", None), nn.Module):
-        owner = forward_func.__self__  # type: ignore[attr-defined]
-    return [] if owner is None else list(owner.modules())
-
-
 @contextmanager
 def _eval_mode(forward_func: Callable[..., Tensor], device: torch.device) -> Iterator[None]:
     """Run in eval mode and restore every module's flag and the global RNG state afterwards."""
-    flags = [(mod, mod.training) for mod in _modules_of(forward_func)]
     devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            for mod, _ in flags:
-                mod.training = False
-            yield
-    finally:
-        for mod, flag in flags:
-            mod.training = flag
+    with torch.random.fork_rng(devices=devices), eval_mode(forward_func):
+        yield
 
 
 def _check_inputs(inputs: tuple[Tensor, ...]) -> None:

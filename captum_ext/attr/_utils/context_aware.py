@@ -8,14 +8,13 @@ from __future__ import annotations
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr import GradientAttribution
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_ext._compat import (
     NullProgress,
@@ -26,6 +25,7 @@ from captum_ext._compat import (
     _run_forward,
     progress,
 )
+from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.hvp import check_logits
@@ -49,29 +49,6 @@ _SEED_FACTORS = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.6, 2.0)
 
 #: Width of the target band above the window's lower edge, as a fraction of the window.
 _BAND = 0.2
-
-
-@contextmanager
-def eval_mode(forward_func: Callable[..., Any]) -> Iterator[None]:
-    """Every module of ``forward_func`` (a module or a module's bound method) in eval mode.
-
-    The per-module ``training`` flags are restored on exit, also when the body raises. In eval
-    mode batch norm uses (and never updates) its running statistics, so buffers stay
-    bit-identical. Other callables are left alone (wrap their modules yourself).
-    """
-    module = forward_func if isinstance(forward_func, nn.Module) else None
-    if module is None and isinstance(getattr(forward_func, "__self__", None), nn.Module):
-        module = forward_func.__self__  # type: ignore[attr-defined]
-    if module is None:
-        yield
-        return
-    flags = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def normalise_gradient(g: Tensor) -> tuple[Tensor, Tensor]:

@@ -207,7 +207,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         args = _format_additional_forward_args(additional_forward_args)
         n_ex = inputs[0].shape[0]
         scales = [sigma * _value_range(x) for x in inputs]
-        _warn_scale(inputs, sigma, covariance, grids)
+        _warn_scale(sigma, covariance, grids)
         if generator is None:
             # fresh, independent draws per call; the global RNG is not used
             generator = torch.Generator()
@@ -445,9 +445,7 @@ def _resolve_grids(
     return grids  # type: ignore[return-value]
 
 
-def _warn_scale(
-    inputs: tuple[Tensor, ...], sigma: float, covariance: str, grids: list[tuple[int, int]]
-) -> None:
+def _warn_scale(sigma: float, covariance: str, grids: list[tuple[int, int]]) -> None:
     for i, g in enumerate(grids):
         std = sigma * math.sqrt(4 + 1 / (g[0] * g[1])) if covariance == "tv" else sigma
         if std > 0.25:
