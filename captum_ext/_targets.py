@@ -9,6 +9,7 @@ class) needs the model and is handled by each caller.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -73,3 +74,57 @@ def class_index_targets(
             f"target out of range: classes must be in [0, {n_classes}), got {classes.tolist()}"
         )
     return classes
+
+
+def check_output_target(target: Any, output_shape: tuple[int, ...], n: int) -> None:
+    """Check a Captum ``target`` against a model output of shape ``output_shape``.
+
+    For methods that accept Captum's full target semantics (LEG, LEG-TV, the fidelity metrics):
+    ``None`` for an output with one value per example; for an output ``(n, K)`` an int, a list
+    of ``n`` ints or an integer tensor (see :func:`class_index_targets`) with classes in
+    ``[0, K)``; for an output ``(n, d1, d2, ...)`` a tuple of indices, or a list of ``n``
+    tuples, each index in range. Negative indices are rejected: ``-1`` is not "the last class".
+
+    Raises:
+        ValueError: For every target that does not select one value per example, naming
+            ``target`` and the output's shape.
+    """
+    dims = tuple(output_shape[1:])
+    if target is None:
+        if math.prod(dims) != 1:
+            raise ValueError(
+                f"target=None needs one output value per example, but forward_func returns "
+                f"shape {tuple(output_shape)}; pass target= (e.g. the class index per example)"
+            )
+        return
+    if not dims:
+        raise ValueError(
+            f"target must be None for a forward_func that returns one value per example "
+            f"(shape {tuple(output_shape)}), got {target!r}"
+        )
+    if isinstance(target, tuple) or (
+        isinstance(target, list) and target and isinstance(target[0], tuple)
+    ):
+        rows = [target] * n if isinstance(target, tuple) else target
+        if len(rows) != n:
+            raise ValueError(f"target: a list of tuples needs {n} entries, got {len(rows)}")
+        for row in rows:
+            if (
+                not isinstance(row, tuple)
+                or len(row) != len(dims)
+                or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < d
+                    for i, d in zip(row, dims)
+                )
+            ):
+                raise ValueError(
+                    f"target: each index tuple must have {len(dims)} non-negative ints below "
+                    f"{dims} (the output's shape after the batch), got {row!r}"
+                )
+        return
+    if len(dims) != 1:
+        raise ValueError(
+            f"target: forward_func returns shape {tuple(output_shape)}; pass a tuple of "
+            f"{len(dims)} indices (or a list of {n} tuples), got {target!r}"
+        )
+    class_index_targets(target, n, n_classes=dims[0])

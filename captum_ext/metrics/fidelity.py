@@ -47,6 +47,8 @@ from captum_ext._compat import (
     _run_forward,
     log_usage,
 )
+from captum_ext._model_state import eval_mode
+from captum_ext._targets import check_output_target
 from captum_ext.metrics._maps import as_tensor, check_finite, pixel_rank, reduce_map
 
 Substrate = Union[float, str, Tensor]
@@ -251,37 +253,42 @@ def _fidelity_curves(
     score_fn = _probabilities(forward_func) if apply_softmax else forward_func
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
 
-    if target is None:
+    with eval_mode(forward_func):
         clean = _run_forward(forward_func, inputs, None, additional_forward_args)
-        if clean.dim() != 2:
-            raise ValueError(
-                "target=None needs a model output of shape (N, n_classes) to predict the class, "
-                f"got {tuple(clean.shape)}"
-            )
-        target = clean.argmax(1)
+        if target is None:
+            if clean.dim() != 2:
+                raise ValueError(
+                    "target=None needs a model output of shape (N, n_classes) to predict the "
+                    f"class, got {tuple(clean.shape)}"
+                )
+            target = clean.argmax(1)
+        else:
+            check_output_target(target, tuple(clean.shape), n_ex)
 
-    total = n_ex * (n + 1)
-    rows_target = _expand_target(target, n + 1, ExpansionTypes.repeat_interleave)
-    rows_args = _expand_additional_forward_args(
-        additional_forward_args, n + 1, ExpansionTypes.repeat_interleave
-    )
-    scores = []
-    for start in range(0, total, max_examples_per_batch):
-        stop = min(start + max_examples_per_batch, total)
-        rows = torch.arange(start, stop, device=inputs.device)
-        example, step = rows // (n + 1), rows % (n + 1)
-        mask = (rank[example] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
-        batch = torch.where(mask, on[example], off[example])
-        chunk_args = (
-            None if rows_args is None else tuple(_rows(a, start, stop, total) for a in rows_args)
+        total = n_ex * (n + 1)
+        rows_target = _expand_target(target, n + 1, ExpansionTypes.repeat_interleave)
+        rows_args = _expand_additional_forward_args(
+            additional_forward_args, n + 1, ExpansionTypes.repeat_interleave
         )
-        out = _run_forward(score_fn, batch, _rows(rows_target, start, stop, total), chunk_args)
-        if out.numel() != stop - start:
-            raise ValueError(
-                "the model must give one score per example for the target, got output of shape "
-                f"{tuple(out.shape)} for {stop - start} examples"
+        scores = []
+        for start in range(0, total, max_examples_per_batch):
+            stop = min(start + max_examples_per_batch, total)
+            rows = torch.arange(start, stop, device=inputs.device)
+            example, step = rows // (n + 1), rows % (n + 1)
+            mask = (rank[example] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
+            batch = torch.where(mask, on[example], off[example])
+            chunk_args = (
+                None
+                if rows_args is None
+                else tuple(_rows(a, start, stop, total) for a in rows_args)
             )
-        scores.append(out.reshape(-1))
+            out = _run_forward(score_fn, batch, _rows(rows_target, start, stop, total), chunk_args)
+            if out.numel() != stop - start:
+                raise ValueError(
+                    "the model must give one score per example for the target, got output of shape "
+                    f"{tuple(out.shape)} for {stop - start} examples"
+                )
+            scores.append(out.reshape(-1))
     curves = torch.cat(scores).view(n_ex, n + 1)
     check_finite("model output", curves)
     area = auc(curves, fractions if x_axis == "fraction" else None)
@@ -313,6 +320,9 @@ _DOC_ARGS = """
 
     Returns:
         :class:`FidelityCurves` ``(curves (N, n + 1), auc (N,), fractions (n + 1,))``.
+
+    The model runs in eval mode (every module's flag restored afterwards, also on errors);
+    ``target`` is checked against the model's output (``-1`` is not "the last class").
 """
 
 

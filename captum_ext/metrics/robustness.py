@@ -15,6 +15,7 @@ examples whose predicted label does not change and reports the three similaritie
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,7 +25,8 @@ from captum.robust import FGSM, PGD
 from torch import Tensor
 
 from captum_ext._compat import log_usage
-from captum_ext.metrics._maps import pixel_order, reduce_map, spearman
+from captum_ext._model_state import eval_mode
+from captum_ext.metrics._maps import check_finite, pixel_order, reduce_map, spearman
 
 
 def _pair(a1: Tensor, a2: Tensor, reduction: str) -> tuple[Tensor, Tensor]:
@@ -208,6 +210,8 @@ def saliency_stability(
 ) -> StabilityResult:
     """Attack the inputs and compare clean and attacked saliency maps (Ghorbani et al. 2019).
 
+    The model (and the method's) runs in eval mode; every module's flag is restored afterwards.
+
     The attack is untargeted on the label predicted on the clean input: Captum's
     ``PGD(model).perturb(inputs, radius=eps, step_size=2.5 * eps / step_num, step_num,
     target=pred, norm="Linf")`` or ``FGSM(model).perturb(inputs, eps, target=pred)``. Only
@@ -242,40 +246,46 @@ def saliency_stability(
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be a tensor of shape (N, C, H, W), got {shape}")
-    if not epsilons or any(float(e) <= 0 for e in epsilons):
-        raise ValueError(f"epsilons must be a non-empty sequence of positive radii, got {epsilons}")
+    check_finite("inputs", inputs)
+    if not epsilons or any(not (math.isfinite(float(e)) and float(e) > 0) for e in epsilons):
+        raise ValueError(
+            f"epsilons must be a non-empty sequence of finite positive radii, got {epsilons}"
+        )
+    if len(bounds) != 2 or any(math.isnan(float(b)) for b in bounds) or not bounds[0] < bounds[1]:
+        raise ValueError(f"bounds must be (lower, upper) with lower < upper, got {bounds!r}")
     if not isinstance(step_num, int) or step_num < 1:
         raise ValueError(f"step_num must be a positive int, got {step_num!r}")
-    explain = _explainer(method, dict(attribute_kwargs or {}))
-    with torch.no_grad():
-        pred = model(inputs).argmax(1)
-    clean = explain(inputs, pred).detach()
-    lower, upper = bounds
-    result = StabilityResult([float(e) for e in epsilons])
-    for eps in result.epsilons:
-        if attack == "pgd":
-            adv = PGD(model, lower_bound=lower, upper_bound=upper).perturb(
-                inputs, radius=eps, step_size=2.5 * eps / step_num, step_num=step_num,
-                target=pred, norm="Linf",
-            )  # fmt: skip
-        else:
-            adv = FGSM(model, lower_bound=lower, upper_bound=upper).perturb(
-                inputs, epsilon=eps, target=pred
-            )
-        adv = adv.detach()
+    with eval_mode(model, method):
+        explain = _explainer(method, dict(attribute_kwargs or {}))
         with torch.no_grad():
-            keep = model(adv).argmax(1) == pred
-        result.kept.append(keep)
-        result.n_kept.append(int(keep.sum()))
-        if not bool(keep.any()):
-            empty = inputs.new_zeros(0)
-            for name in ("topk", "spearman", "center_shift"):
-                getattr(result, name).append(empty)
-            continue
-        attacked = explain(adv[keep], pred[keep]).detach()
-        result.topk.append(topk_intersection(clean[keep], attacked, k, reduction))
-        result.spearman.append(rank_correlation(clean[keep], attacked, reduction))
-        result.center_shift.append(center_of_mass_shift(clean[keep], attacked, reduction))
+            pred = model(inputs).argmax(1)
+        clean = explain(inputs, pred).detach()
+        lower, upper = bounds
+        result = StabilityResult([float(e) for e in epsilons])
+        for eps in result.epsilons:
+            if attack == "pgd":
+                adv = PGD(model, lower_bound=lower, upper_bound=upper).perturb(
+                    inputs, radius=eps, step_size=2.5 * eps / step_num, step_num=step_num,
+                    target=pred, norm="Linf",
+                )  # fmt: skip
+            else:
+                adv = FGSM(model, lower_bound=lower, upper_bound=upper).perturb(
+                    inputs, epsilon=eps, target=pred
+                )
+            adv = adv.detach()
+            with torch.no_grad():
+                keep = model(adv).argmax(1) == pred
+            result.kept.append(keep)
+            result.n_kept.append(int(keep.sum()))
+            if not bool(keep.any()):
+                empty = inputs.new_zeros(0)
+                for name in ("topk", "spearman", "center_shift"):
+                    getattr(result, name).append(empty)
+                continue
+            attacked = explain(adv[keep], pred[keep]).detach()
+            result.topk.append(topk_intersection(clean[keep], attacked, k, reduction))
+            result.spearman.append(rank_correlation(clean[keep], attacked, reduction))
+            result.center_shift.append(center_of_mass_shift(clean[keep], attacked, reduction))
     return result
 
 

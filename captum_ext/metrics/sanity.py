@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._compat import log_usage
+from captum_ext._model_state import eval_mode
 from captum_ext.metrics._maps import check_finite, spearman
 from captum_ext.metrics._similarity import hog, normalize_01, normalize_abs, normalize_diverging
 from captum_ext.metrics._similarity import ssim as _ssim
@@ -185,6 +186,8 @@ def model_randomization(
 ) -> SanityResult:
     """Cascading or independent model-parameter randomisation test (Adebayo et al. 2018).
 
+    The model and its randomised copies run in eval mode; the model's flags are restored.
+
     Args:
         model: The trained model (never modified: a deep copy is randomised).
         explain: An attribution class (``explain(model).attribute(inputs, target=...)``, e.g.
@@ -215,6 +218,7 @@ def model_randomization(
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"inputs must be a tensor of shape (N, C, H, W), got {shape}")
+    check_finite("inputs", inputs)
     modules = dict(model.named_modules())
     names = list(layers) if layers is not None else randomizable_layers(model)
     if not names:
@@ -222,33 +226,38 @@ def model_randomization(
     for name in names:
         if name not in modules or not callable(getattr(modules[name], "reset_parameters", None)):
             raise ValueError(f"layers must name modules with reset_parameters, got {name!r}")
-    run = _explainer(explain, dict(attribute_kwargs or {}))
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    if target is None:
-        with torch.no_grad():
-            target = model(inputs).argmax(1)
-    original = run(model, inputs, target).detach()
-    if (
-        original.dim() != 4
-        or original.shape[0] != inputs.shape[0]
-        or original.shape[-2:] != inputs.shape[-2:]
-    ):
-        raise ValueError(
-            "explanations must have shape (N, C', H, W) with the inputs' N, H, W "
-            f"{(inputs.shape[0], *inputs.shape[-2:])}, got {tuple(original.shape)}"
+    with eval_mode(model, explain):
+        run = _explainer(explain, dict(attribute_kwargs or {}))
+        devices = sorted(
+            {p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"}
         )
-    rows = [map_similarities(original, original, measures, ssim_data_range, ssim_sample_covariance)]
-    labels = ["original"]
-    order = list(reversed(range(len(names)))) if mode == "cascading" else range(len(names))
-    cascade = copy.deepcopy(model) if mode == "cascading" else None
-    for i in order:
-        work = cascade if cascade is not None else copy.deepcopy(model)
-        _reinit(dict(work.named_modules())[names[i]], seed + i, devices)
-        other = run(work, inputs, target).detach()
-        rows.append(
-            map_similarities(original, other, measures, ssim_data_range, ssim_sample_covariance)
-        )
-        labels.append(names[i])
+        if target is None:
+            with torch.no_grad():
+                target = model(inputs).argmax(1)
+        original = run(model, inputs, target).detach()
+        if (
+            original.dim() != 4
+            or original.shape[0] != inputs.shape[0]
+            or original.shape[-2:] != inputs.shape[-2:]
+        ):
+            raise ValueError(
+                "explanations must have shape (N, C', H, W) with the inputs' N, H, W "
+                f"{(inputs.shape[0], *inputs.shape[-2:])}, got {tuple(original.shape)}"
+            )
+        rows = [
+            map_similarities(original, original, measures, ssim_data_range, ssim_sample_covariance)
+        ]
+        labels = ["original"]
+        order = list(reversed(range(len(names)))) if mode == "cascading" else range(len(names))
+        cascade = copy.deepcopy(model) if mode == "cascading" else None
+        for i in order:
+            work = cascade if cascade is not None else copy.deepcopy(model)
+            _reinit(dict(work.named_modules())[names[i]], seed + i, devices)
+            other = run(work, inputs, target).detach()
+            rows.append(
+                map_similarities(original, other, measures, ssim_data_range, ssim_sample_covariance)
+            )
+            labels.append(names[i])
     return SanityResult(mode, labels, tuple(measures), torch.stack(rows))
 
 

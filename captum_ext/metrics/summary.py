@@ -16,6 +16,7 @@ import torch
 from captum.metrics import infidelity, sensitivity_max
 from torch import Tensor
 
+from captum_ext._model_state import eval_mode
 from captum_ext.metrics.fidelity import deletion, insertion
 from captum_ext.metrics.localization import energy_pointing_game, pointing_game
 from captum_ext.metrics.perturbations import gaussian_perturbation, uniform_perturbation
@@ -74,6 +75,9 @@ def evaluate_attributions(
 ) -> dict[str, Tensor]:
     """Score attributions of a batch of images with the report's metrics, per example.
 
+    ``model`` (and the modules behind ``explain`` where they can be found) run in eval mode;
+    every module's flag is restored afterwards, also on errors.
+
     Args:
         model: Classifier returning logits (N, n_classes).
         inputs: Images (N, C, H, W).
@@ -110,37 +114,38 @@ def evaluate_attributions(
         >>> sorted(scores)
         ['deletion', 'energy', 'infidelity', 'insertion', 'max_sensitivity', 'pointing_game']
     """
-    if target is None:
-        with torch.no_grad():
-            target = model(inputs).argmax(1)
-    fid = {"pixels_per_step": pixels_per_step, "n_steps": n_steps}
-    fid["max_examples_per_batch"] = max_examples_per_batch
-    out: dict[str, Tensor] = {
-        "deletion": deletion(model, inputs, attributions, target, **fid).auc,
-        "insertion": insertion(model, inputs, attributions, target, **fid).auc,
-    }
-    if infidelity_perturb_func is None:
-        kind = {} if not multiply_by_inputs else {"multiply_by_inputs": True}
-        infidelity_perturb_func = gaussian_perturbation(
-            0.2, noisy_baseline=True, generator=generator, **kind
-        )
-    attr_for_infid = attributions if attributions.shape == inputs.shape else None
-    if attr_for_infid is not None:
-        out["infidelity"] = infidelity(
-            model, infidelity_perturb_func, inputs, attr_for_infid, target=target,
-            n_perturb_samples=n_perturb_samples, max_examples_per_batch=max_examples_per_batch,
-            normalize=True,
-        ).detach()  # fmt: skip
-    if explain is not None:
-        out["max_sensitivity"] = sensitivity_max(
-            _sensitivity_explainer(explain), inputs,
-            perturb_func=uniform_perturbation(generator=generator),
-            perturb_radius=sensitivity_radius, n_perturb_samples=n_sensitivity_samples,
-            max_examples_per_batch=max_examples_per_batch, target=target,
-        ).detach()  # fmt: skip
-    if masks is not None:
-        out["pointing_game"] = pointing_game(attributions, masks)
-        out["energy"] = energy_pointing_game(attributions, masks)
+    with eval_mode(model, explain):
+        if target is None:
+            with torch.no_grad():
+                target = model(inputs).argmax(1)
+        fid = {"pixels_per_step": pixels_per_step, "n_steps": n_steps}
+        fid["max_examples_per_batch"] = max_examples_per_batch
+        out: dict[str, Tensor] = {
+            "deletion": deletion(model, inputs, attributions, target, **fid).auc,
+            "insertion": insertion(model, inputs, attributions, target, **fid).auc,
+        }
+        if infidelity_perturb_func is None:
+            kind = {} if not multiply_by_inputs else {"multiply_by_inputs": True}
+            infidelity_perturb_func = gaussian_perturbation(
+                0.2, noisy_baseline=True, generator=generator, **kind
+            )
+        attr_for_infid = attributions if attributions.shape == inputs.shape else None
+        if attr_for_infid is not None:
+            out["infidelity"] = infidelity(
+                model, infidelity_perturb_func, inputs, attr_for_infid, target=target,
+                n_perturb_samples=n_perturb_samples, max_examples_per_batch=max_examples_per_batch,
+                normalize=True,
+            ).detach()  # fmt: skip
+        if explain is not None:
+            out["max_sensitivity"] = sensitivity_max(
+                _sensitivity_explainer(explain), inputs,
+                perturb_func=uniform_perturbation(generator=generator),
+                perturb_radius=sensitivity_radius, n_perturb_samples=n_sensitivity_samples,
+                max_examples_per_batch=max_examples_per_batch, target=target,
+            ).detach()  # fmt: skip
+        if masks is not None:
+            out["pointing_game"] = pointing_game(attributions, masks)
+            out["energy"] = energy_pointing_game(attributions, masks)
     return out
 
 

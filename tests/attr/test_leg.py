@@ -369,7 +369,7 @@ def test_bad_inputs_and_outputs(x):
         LEG(f).attribute(bad, n_samples=4)
     with pytest.raises(ValueError, match="non-finite"):
         LEG(lambda a: f(a) / 0.0).attribute(x, n_samples=4)
-    with pytest.raises(ValueError, match="one scalar per example"):
+    with pytest.raises(ValueError, match="target=None needs one output value per example"):
         LEG(lambda a: a.flatten(1)[:, :3]).attribute(x, n_samples=4)
     with pytest.warns(UserWarning, match="per-pixel perturbation std"):
         LEG(f).attribute(x, n_samples=4, sigma=0.3)

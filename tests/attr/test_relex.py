@@ -9,6 +9,7 @@ import pytest
 import torch
 from captum.attr import NoiseTunnel
 from captum.metrics import sensitivity_max
+from small_nets import Raising
 from torch import nn
 
 from captum_ext.attr import RelEx
@@ -337,18 +338,6 @@ def test_captum_contract_noise_tunnel_and_sensitivity() -> None:
     assert torch.is_grad_enabled()
 
 
-class _Raising(nn.Module):
-    def __init__(self, inner: nn.Module, fail_after: int) -> None:
-        super().__init__()
-        self.inner, self.calls, self.fail_after = inner, 0, fail_after
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.fail_after:
-            raise RuntimeError("boom")
-        return self.inner(x)
-
-
 def test_no_side_effects_even_when_the_model_raises() -> None:
     inner = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1),
@@ -363,7 +352,7 @@ def test_no_side_effects_even_when_the_model_raises() -> None:
     inner[0].weight.requires_grad_(False)
     inner[5].weight.grad = torch.full_like(inner[5].weight, 0.5)
     for fail_after in (10**6, 2):
-        model = _Raising(inner, fail_after)
+        model = Raising(inner, fail_after)
         params = {k: v.clone() for k, v in model.state_dict().items()}
         x = _inputs(2).requires_grad_()
         flags = [m.training for m in model.modules()]

@@ -10,30 +10,13 @@ import pytest
 import torch
 from captum.attr import NoiseTunnel
 from captum.metrics import sensitivity_max
+from small_nets import Raising, bn_dropout_net
 from torch import nn
 
 from captum_ext.attr import RelEx
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning
 
 KW = dict(n_iter=6, n_samples=4, lambda1=0.01)
-
-
-def _net(seed: int = 0, p_drop: float = 0.0) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = nn.Sequential(
-            nn.Conv2d(2, 4, 3, padding=1),
-            nn.BatchNorm2d(4),
-            nn.ReLU(),
-            nn.Dropout(p_drop),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(16, 3),
-        )
-        # non-trivial running statistics, so that train-mode batch statistics differ from them
-        model[1].running_mean.uniform_(-0.5, 0.5)
-        model[1].running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def _inputs(n: int = 4, seed: int = 1) -> torch.Tensor:
@@ -47,7 +30,7 @@ def _seeded(seed: int = 3) -> torch.Generator:
 def test_mask_does_not_depend_on_batch_position() -> None:
     """Seeded, an example's mask is the same alone, at any position of a batch, and next to
     different neighbours (the reviewer's failure: per-position streams gave different masks)."""
-    model = _net()
+    model = bn_dropout_net()
     x = _inputs(4)
     relex = RelEx(model)
     batch = relex.attribute(x, target=[0, 1, 2, 0], generator=_seeded(), **KW)
@@ -62,7 +45,7 @@ def test_mask_does_not_depend_on_batch_position() -> None:
 
 
 def test_noise_tunnel_with_zero_noise_equals_the_plain_call() -> None:
-    model = _net()
+    model = bn_dropout_net()
     x = _inputs(2)
     relex = RelEx(model)
     plain = relex.attribute(x, target=[1, 2], **KW)
@@ -76,7 +59,7 @@ def test_noise_tunnel_with_zero_noise_equals_the_plain_call() -> None:
 
 
 def test_sensitivity_max_with_zero_perturbation_is_zero() -> None:
-    model = _net()
+    model = bn_dropout_net()
     x = _inputs(2)
     sens = sensitivity_max(
         RelEx(model).attribute, x, target=[1, 2], perturb_radius=0.0, n_perturb_samples=3, **KW
@@ -90,7 +73,7 @@ def test_sensitivity_max_with_zero_perturbation_is_zero() -> None:
 
 
 def test_default_generator_repeats_and_leaves_the_global_rng() -> None:
-    model = _net()
+    model = bn_dropout_net()
     x = _inputs(2)
     relex = RelEx(model)
     state = torch.get_rng_state()
@@ -111,18 +94,6 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-class _Raising(nn.Module):
-    def __init__(self, inner: nn.Module, fail_after: int) -> None:
-        super().__init__()
-        self.inner, self.calls, self.fail_after = inner, 0, fail_after
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls > self.fail_after:
-            raise RuntimeError("boom")
-        return self.inner(x)
-
-
 @pytest.mark.parametrize("fail_after", [None, 2])
 def test_train_mode_model_is_run_in_eval_mode_and_left_untouched(fail_after: int | None) -> None:
     """A model in train mode with BatchNorm and Dropout(0.5): the call uses eval semantics (the
@@ -130,10 +101,10 @@ def test_train_mode_model_is_run_in_eval_mode_and_left_untouched(fail_after: int
     buffer (running statistics, num_batches_tracked) and the global RNG are bit-identical, also
     when the model raises half-way."""
     x = _inputs(2)
-    reference = RelEx(_net(p_drop=0.5).eval()).attribute(x, generator=_seeded(), **KW)
-    inner = _net(p_drop=0.5).train()
+    reference = RelEx(bn_dropout_net(p_drop=0.5).eval()).attribute(x, generator=_seeded(), **KW)
+    inner = bn_dropout_net(p_drop=0.5).train()
     inner[6].eval()  # mixed flags survive as they are
-    model = inner if fail_after is None else _Raising(inner, fail_after)
+    model = inner if fail_after is None else Raising(inner, fail_after)
     flags = [m.training for m in model.modules()]
     before = _snapshot(model)
     state = torch.get_rng_state()
@@ -153,8 +124,8 @@ def test_train_mode_model_is_run_in_eval_mode_and_left_untouched(fail_after: int
 
 def test_bound_method_of_a_train_mode_model_also_runs_in_eval_mode() -> None:
     x = _inputs(2)
-    reference = RelEx(_net(p_drop=0.5)).attribute(x, generator=_seeded(), **KW)
-    model = _net(p_drop=0.5).train()
+    reference = RelEx(bn_dropout_net(p_drop=0.5)).attribute(x, generator=_seeded(), **KW)
+    model = bn_dropout_net(p_drop=0.5).train()
     before = _snapshot(model)
     masks = RelEx(model.forward).attribute(x, generator=_seeded(), **KW)
     torch.testing.assert_close(masks, reference, rtol=0, atol=1e-6)
@@ -183,5 +154,5 @@ def test_warns_once_on_a_collapsed_mask_and_not_otherwise() -> None:
     assert degenerate[0].filename == __file__  # points at the caller of attribute
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        RelEx(_net()).attribute(x, **KW)
+        RelEx(bn_dropout_net()).attribute(x, **KW)
     assert not [w for w in caught if issubclass(w.category, DegenerateAttributionWarning)]

@@ -133,3 +133,13 @@ def test_saliency_stability_on_trained_model(shapes_model, shapes_batch):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
     with pytest.raises(ValueError, match="attack"):
         saliency_stability(Saliency(model), model, images, attack="cw")
+    nan_images = images.clone()
+    nan_images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="inputs must be finite"):
+        saliency_stability(Saliency(model), model, nan_images)
+    for eps in ((float("nan"),), (float("inf"),), (0.0,)):
+        with pytest.raises(ValueError, match="epsilons"):
+            saliency_stability(Saliency(model), model, images, epsilons=eps)
+    for bounds in ((1.0, 0.0), (0.0, float("nan")), (0.5, 0.5)):
+        with pytest.raises(ValueError, match="bounds"):
+            saliency_stability(Saliency(model), model, images, bounds=bounds)

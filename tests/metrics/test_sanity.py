@@ -139,6 +139,8 @@ def test_bad_input():
         model_randomization(model, Saliency, x, mode="random")
     with pytest.raises(ValueError, match="layers"):
         model_randomization(model, Saliency, x, layers=["0"])
+    with pytest.raises(ValueError, match="inputs must be finite"):
+        model_randomization(model, Saliency, torch.full_like(x, float("nan")))
     with pytest.raises(ValueError, match="measures"):
         map_similarities(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), measures=("iou",))
     with pytest.raises(ValueError, match="explanations"):

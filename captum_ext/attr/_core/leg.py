@@ -88,6 +88,11 @@ class LEG(_LEGBase):
     per-pixel gradient estimate (for ``f(x) = w . x`` with ``w`` constant on cells it is ``w``).
     Use :func:`leg_saliency_map` for the paper's channel-summed ``|.|`` display map.
 
+    The model runs in eval mode during the call (batch norm uses its running statistics,
+    dropout is off); every module's flag is restored afterwards, also when the call raises.
+    ``target`` is checked against the model's output before any draw: a class outside
+    ``[0, n_classes)`` (``-1`` included) is a ``ValueError``.
+
     Reference: Luo, Barut, Jin. Statistically Consistent Saliency Estimation. ICCV 2021
     (arXiv:1909.06301).
 
@@ -204,7 +209,8 @@ class LEGTV(_LEGBase):
     For ``boundary="none"`` the paper's mean shift is fixed by ``mean(g) = mean(LEG)``
     (Section 4.1). Differences from the authors' code: one LP per channel with its own L
     (``shared_L=True`` uses the largest ``L_max`` over channels), no quantisation or clipping of
-    perturbed inputs, and the 2019 code's extra quadratic term is not added.
+    perturbed inputs, and the 2019 code's extra quadratic term is not added. Eval mode and the
+    ``target`` check are as in :class:`LEG`.
 
     ``K_L`` shrinks the map by a roughly fixed share whatever ``n``: LEG-TV beats LEG when the
     estimate is noise-dominated (few draws per cell, the paper's regime), while with many draws

@@ -25,8 +25,11 @@ from captum_ext._compat import (
     _format_tensor_into_tuples,
     _is_tuple,
     _run_forward,
+    _select_targets,
     progress,
 )
+from captum_ext._model_state import eval_mode
+from captum_ext._targets import check_output_target
 from captum_ext.attr._utils.contract import NoAttributeFuture
 from captum_ext.attr._utils.grid import (
     apply_D,
@@ -115,10 +118,12 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             tensors, n_samples, sigma, grid, covariance, boundary, perturbations_per_eval,
             antithetic, estimator,
         )  # fmt: skip
-        stats = self._statistics(
-            tensors, target, additional_forward_args, n_samples, sigma, grids, covariance,
-            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
-        )  # fmt: skip
+        with eval_mode(self.forward_func):
+            stats = self._statistics(
+                tensors, target, additional_forward_args, n_samples, sigma, grids, covariance,
+                boundary, perturbations_per_eval, antithetic, generator, show_progress,
+                estimator,
+            )  # fmt: skip
         self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
         return is_tuple, tensors, grids, stats
 
@@ -225,7 +230,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         unit_draws: list[list[Tensor]] = [[] for _ in inputs]
         outputs: list[Tensor] = []
         with bar:
-            f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)")
+            f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)", check=True)
             bar.update()
             for start in range(0, n_samples, perturbations_per_eval):
                 k = min(perturbations_per_eval, n_samples - start)
@@ -310,9 +315,25 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         return [torch.stack(zs).to(x.device) for zs, x in zip(out, inputs)]
 
     def _scalar_output(
-        self, inputs: tuple[Tensor, ...], target: TargetType, args: Any, n: int, what: str
+        self,
+        inputs: tuple[Tensor, ...],
+        target: TargetType,
+        args: Any,
+        n: int,
+        what: str,
+        check: bool = False,
     ) -> Tensor:
-        out = _run_forward(self.forward_func, inputs, target, args)
+        if check:  # validate target against the raw output once, before the draws
+            raw = _run_forward(self.forward_func, inputs, None, args)
+            if isinstance(raw, Tensor) and raw.dim() > 0 and raw.shape[0] == n:
+                check_output_target(target, tuple(raw.shape), n)
+            out = (
+                raw
+                if target is None or not isinstance(raw, Tensor)
+                else _select_targets(raw, target)
+            )
+        else:
+            out = _run_forward(self.forward_func, inputs, target, args)
         if not isinstance(out, Tensor) or out.numel() != n:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext._compat import _run_forward
+from captum_ext._model_state import eval_mode
 from captum_ext.attr._utils.filters import FilterTable
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -38,16 +39,13 @@ def default_loss(outputs: Tensor, target: Tensor) -> Tensor:
 @contextmanager
 def saliency_state(model: nn.Module, weights: list[Tensor]) -> Iterator[None]:
     """Eval mode on every module and ``requires_grad`` on ``weights``; all restored on exit."""
-    flags = [(m, m.training) for m in model.modules()]
     req = [(w, w.requires_grad) for w in weights]
     try:
-        model.eval()
-        for w in weights:
-            w.requires_grad_(True)
-        yield
+        with eval_mode(model):
+            for w in weights:
+                w.requires_grad_(True)
+            yield
     finally:
-        for m, t in flags:
-            m.training = t
         for w, r in req:
             w.requires_grad_(r)
 
