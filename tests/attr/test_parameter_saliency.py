@@ -127,6 +127,36 @@ def test_attention_linear_and_shared_layers_equal_loop() -> None:
     _close(lin.profiles(x, y, method="hooks"), lin.profiles(x, y, method="func"))
 
 
+def test_attribute_returns_one_result_per_listed_layer_in_the_given_order() -> None:
+    """Captum's layer contract: results pair with the layers as listed (order and repeats),
+    while the flat profile keeps named_modules() order."""
+    torch.manual_seed(0)
+    model = _Attn()
+    x, y = torch.randn(3, 4, 5), torch.tensor([0, 1, 2])
+    flat = ParameterSaliency(model, layers=[model.emb, model.fc]).profiles(x, y)
+    n_emb = model.emb.out_features
+    parts = ParameterSaliency(model, [model.fc, model.emb, model.fc]).attribute(x, y)
+    assert [p.shape[1] for p in parts] == [model.fc.out_features, n_emb, model.fc.out_features]
+    torch.testing.assert_close(parts[0], flat[:, n_emb:], rtol=0, atol=0)
+    torch.testing.assert_close(parts[1], flat[:, :n_emb], rtol=0, atol=0)
+    torch.testing.assert_close(parts[2], parts[0], rtol=0, atol=0)
+
+
+def test_constructor_follows_captum_layer_argument_order() -> None:
+    """(forward_func, layer, device_ids) positionally; loss_fn is keyword-only and checked."""
+    model = _Attn()
+    ps = ParameterSaliency(model, model.fc, [0])
+    assert ps.device_ids == [0] and ps.loss_fn is not None and callable(ps.loss_fn)
+    with pytest.raises(TypeError):
+        ParameterSaliency(model, model.fc, None, lambda o, t: o.sum(1))  # type: ignore[misc]
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        ParameterSaliency(model, model.fc, loss_fn=[0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="device_ids"):
+        ParameterSaliency(model, model.fc, "0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="layers must be"):
+        ParameterSaliency(model, "fc")  # type: ignore[arg-type]
+
+
 def test_no_side_effects_even_on_error(shapes_model, shapes_batch) -> None:
     model = _copy(shapes_model.model)
     x, y, _ = shapes_batch

@@ -77,10 +77,12 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         model: A model returning ``(N, n_classes)`` logits.
         layers: ``None`` (every ``nn.Conv2d``, Levin et al.'s choice, incl. ResNet downsample
             convs), one module (``attribute`` returns one tensor) or a list of modules (a list of
-            tensors). Conv1d/2d/3d, ConvTranspose (groups=1), Linear and MultiheadAttention.
-        loss_fn: ``loss_fn(outputs, target) -> (N,)`` per-example losses; default
-            cross-entropy with ``reduction="none"``.
-        device_ids: Passed to :class:`captum.attr.LayerAttribution` (DataParallel models).
+            tensors, one per listed layer in the order given). Conv1d/2d/3d, ConvTranspose
+            (groups=1), Linear and MultiheadAttention.
+        device_ids: Passed to :class:`captum.attr.LayerAttribution` (DataParallel models);
+            third positional argument, as in Captum's layer classes.
+        loss_fn: Keyword-only. ``loss_fn(outputs, target) -> (N,)`` per-example losses;
+            default cross-entropy with ``reduction="none"``.
 
     Examples:
         >>> ps = ParameterSaliency(model)                     # every Conv2d
@@ -93,11 +95,26 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         self,
         model: nn.Module,
         layers: nn.Module | list[nn.Module] | None = None,
-        loss_fn: LossFn | None = None,
         device_ids: list[int] | None = None,
+        *,
+        loss_fn: LossFn | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if layers is not None and not isinstance(layers, (nn.Module, list, tuple)):
+            raise TypeError(
+                f"layers must be a module, a list of modules or None, got {type(layers).__name__}"
+            )
+        if device_ids is not None and (
+            not isinstance(device_ids, list)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in device_ids)
+        ):
+            raise TypeError(f"device_ids must be None or a list of ints, got {device_ids!r}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(
+                f"loss_fn must be callable (outputs, target) -> per-example losses, got "
+                f"{type(loss_fn).__name__}"
+            )
         self._single = isinstance(layers, nn.Module)
         selected = (
             default_layers(model)
@@ -106,6 +123,10 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         )
         if not selected:
             raise ValueError("layers must select at least one layer, got an empty list")
+        if not all(isinstance(m, nn.Module) for m in selected):
+            raise TypeError("layers must hold nn.Module objects (submodules of the model)")
+        #: the layers as the user listed them (order and repeats kept), one result each
+        self._listed = selected
         LayerAttribution.__init__(self, model, layers if self._single else selected, device_ids)
         GradientAttribution.__init__(self, model)
         self.model = model
@@ -148,13 +169,17 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             show_progress: Show a progress bar over chunks.
 
         Returns:
-            ``(N, n_filters_of_layer)`` for a single layer, else a list of them (one per layer,
-            in ``named_modules()`` order).
+            ``(N, n_filters_of_layer)`` for a single layer, else a list of them: one per
+            listed layer, in the order given (a layer listed twice appears twice), as Captum's
+            layer methods return. The flat order of :meth:`profiles`, calibrations and
+            rankings is ``named_modules()`` order without repeats (see :attr:`filters`).
         """
         prof = self.profiles(
             inputs, target, additional_forward_args, internal_batch_size, method, show_progress
         )
-        parts = [prof[:, s] for s in self.filters.layer_slices()]
+        table = self.filters
+        by_layer = {id(m): sl for m, sl in zip(table.layers, table.layer_slices())}
+        parts = [prof[:, by_layer[id(m)]] for m in self._listed]
         return parts[0] if self._single else parts
 
     def profiles(
