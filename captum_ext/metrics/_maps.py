@@ -48,6 +48,8 @@ def reduce_map(
         raise ValueError(
             f"{name} must have shape (N, C, H, W) or (N, H, W), got {tuple(attributions.shape)}"
         )
+    if attributions.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got an empty batch")
     check_finite(name, attributions)
     if attributions.dim() == 3:
         return attributions.abs() if reduction == "abs_sum" else attributions

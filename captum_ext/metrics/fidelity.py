@@ -216,6 +216,8 @@ def _fidelity_curves(
     as_tensor("inputs", inputs)
     if inputs.dim() != 4:
         raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(inputs.shape)}")
+    if inputs.shape[0] == 0:
+        raise ValueError("inputs must hold at least one example, got an empty batch")
     check_finite("inputs", inputs)
     maps = reduce_map(attributions, reduction)
     n_ex, _, h, w = inputs.shape

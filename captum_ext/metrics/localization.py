@@ -13,6 +13,7 @@ exact object masks.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -61,8 +62,12 @@ def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -
         tensor([1.])
     """
     smap, masks = _maps_and_masks(attributions, masks)
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float))
+        or not (math.isfinite(tolerance) and tolerance >= 0)
+    ):
+        raise ValueError(f"tolerance must be a finite number >= 0 (pixels), got {tolerance!r}")
     n, _, w = smap.shape
     # argmax returns the first maximal index in row-major order
     flat = smap.reshape(n, -1).argmax(1)

@@ -106,7 +106,8 @@ def center_of_mass(attributions: Tensor, reduction: str = "abs_sum") -> Tensor:
     """Centre of mass ``sum_p s_p (row_p, col_p) / sum_p s_p`` of each map, in pixels.
 
     An all-zero map has no centre of mass; it gets the geometric centre ``((H-1)/2, (W-1)/2)``
-    and a warning.
+    and a warning. With ``reduction="sum"`` a signed map whose positive and negative mass
+    cancel has a centre outside the image: that is a ``ValueError``.
 
     Args:
         attributions: Attributions (N, C, H, W) or maps (N, H, W).
@@ -137,6 +138,14 @@ def center_of_mass(attributions: Tensor, reduction: str = "abs_sum") -> Tensor:
     row = (s.sum(2) * rows).sum(1) / safe
     col = (s.sum(1) * cols).sum(1) / safe
     centre = torch.stack([row, col], dim=1)
+    outside = ~empty & (
+        (row < 0) | (row > h - 1) | (col < 0) | (col > w - 1) | ~torch.isfinite(mass)
+    )
+    if bool(outside.any()):
+        raise ValueError(
+            f"attributions: the signed mass of map(s) {outside.nonzero().flatten().tolist()} "
+            f"cancels, so its centre of mass lies outside the image; use reduction='abs_sum'"
+        )
     geometric = torch.tensor([(h - 1) / 2, (w - 1) / 2], device=s.device, dtype=s.dtype)
     return torch.where(empty.unsqueeze(1), geometric, centre)
 

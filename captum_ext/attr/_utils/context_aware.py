@@ -301,13 +301,22 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
                 raise ValueError(f"lambda1 must be 'auto' or a float >= 0, got {lambda1!r}")
         elif not (isinstance(lambda1, (int, float)) and 0 <= lambda1 < float("inf")):
             raise ValueError(f"lambda1 must be 'auto' or a finite float >= 0, got {lambda1!r}")
-        if lambda2 is not None and not (isinstance(lambda2, (int, float)) and lambda2 > 0):
+        if lambda2 is not None and not (_is_number(lambda2) and 0 < lambda2 < float("inf")):
             raise ValueError(
-                f"lambda2 must be None or a float > 0 (the objective is not concave "
+                f"lambda2 must be None or a finite float > 0 (the objective is not concave "
                 f"otherwise), got {lambda2!r}"
             )
-        if not (isinstance(c1, (int, float)) and c1 > 0):
-            raise ValueError(f"c1 must be a float > 0, got {c1!r}")
+        if not (_is_number(c1) and 0 < c1 < float("inf")):
+            raise ValueError(f"c1 must be a finite float > 0, got {c1!r}")
+        if (
+            isinstance(sparsity_range, str)
+            or not isinstance(sparsity_range, Sequence)
+            or len(sparsity_range) != 2
+            or not all(_is_number(v) for v in sparsity_range)
+        ):
+            raise ValueError(
+                f"sparsity_range must be a pair (lo, hi) of numbers, got {sparsity_range!r}"
+            )
         lo, hi = sparsity_range
         if not 0 <= lo < hi <= 1:
             raise ValueError(
@@ -508,3 +517,8 @@ def lambda1_path(
         {k: p[k] for k in option_names},
     )  # fmt: skip
     return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not a bool (NaN included: range checks then reject it)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -154,6 +154,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                 raise ValueError(
                     f"all inputs must have the same batch size, got {[t.shape[0] for t in inputs]}"
                 )
+            if x.shape[0] == 0:
+                raise ValueError(
+                    f"inputs must hold at least one example, got inputs[{i}] "
+                    f"of shape {tuple(x.shape)}"
+                )
             if not torch.isfinite(x).all():
                 raise ValueError(f"inputs[{i}] contains non-finite values")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
@@ -213,6 +218,10 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         n_ex = inputs[0].shape[0]
         scales = [sigma * _value_range(x) for x in inputs]
         _warn_scale(sigma, covariance, grids)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
+            )
         if generator is None:
             # fresh, independent draws per call; the global RNG is not used
             generator = torch.Generator()
@@ -452,8 +461,13 @@ def _resolve_grids(
         grids = [tuple(g) for g in grid]
         if len(grids) != len(inputs):
             raise ValueError(f"grid gives {len(grids)} grids for {len(inputs)} input tensors")
-    else:
+    elif isinstance(grid, Sequence) and not isinstance(grid, str):
         grids = [tuple(grid)] * len(inputs)
+    else:
+        raise TypeError(
+            f"grid must be None, a pair of positive ints (p1, p2) or one pair per input tensor, "
+            f"got {grid!r}"
+        )
     for g, x in zip(grids, inputs):
         if len(g) != 2 or not all(
             isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in g
