@@ -11,6 +11,7 @@ The cache folder is ``$CAPTUM_EXT_CACHE`` if set, else ``$XDG_CACHE_HOME/captum-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,6 +19,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,10 +227,23 @@ def _fit(
     model.eval()
 
 
+@contextlib.contextmanager
+def _seeded_cpu_rng(seed: int) -> Iterator[None]:
+    """Run the block on a fork of the global CPU RNG seeded with ``seed``.
+
+    The caller's state is restored on exit, also when the block raises. Only the CPU generator
+    is forked and seeded: ``fork_rng``'s default would read (and so initialise) every CUDA
+    device, and ``torch.manual_seed`` would reseed the CUDA generators for good (or at CUDA's
+    lazy initialisation, later), outside the fork.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
 def _build(config: TrainConfig, in_channels: int, num_classes: int) -> nn.Module:
     """The untrained network, initialised from ``config.seed`` without touching the global RNG."""
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
+    with _seeded_cpu_rng(config.seed):
         return build_model(config.model, in_channels, num_classes)
 
 
@@ -258,8 +273,18 @@ def train(
     config = default_config(model, dataset, **overrides)
     if config.stages and config.dataset != "shapes":
         raise ValueError("stages (progressive resizing) need dataset='shapes'")
+    # Both paths run on a seeded fork of the CPU RNG: the caller's global RNG is left exactly as
+    # it was (a cache hit too: building the network draws its default initialisation), and any
+    # draw from the global RNG while training depends on config.seed only, as the cache key
+    # assumes. (Training draws its own numbers: _build seeds the initialisation and _fit
+    # shuffles with its own generator, so the fork does not change the trained weights.)
+    with _seeded_cpu_rng(config.seed):
+        return _train_or_load(config, force)
+
+
+def _train_or_load(config: TrainConfig, force: bool) -> TrainedModel:
+    """:func:`train` for a checked ``config``; runs inside :func:`train`'s seeded RNG fork."""
     train_data = load_data(config, "train")
-    # Built under fork_rng on both paths: a cache hit must not advance the global RNG either.
     net = _build(config, train_data.in_channels, train_data.num_classes)
     path = cache_dir() / f"{config.model}-{config.dataset}-{config.key()[:20]}.pt"
     if path.exists() and not force:

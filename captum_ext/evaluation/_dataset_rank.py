@@ -8,7 +8,6 @@ whole or not at all.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from captum_ext._compat import NullProgress, progress
-from captum_ext._io import atomic_torch_save, safe_torch_load
+from captum_ext._io import atomic_torch_save, remove_stale_temp_files, safe_torch_load
 from captum_ext.evaluation.attribution_shards import (
     FORMAT,
     VERSION,
@@ -32,6 +31,9 @@ from captum_ext.evaluation.attribution_shards import (
 TargetSpec = Union[str, int, Callable[[Any], Any], None]
 
 _NO_LABEL = object()
+
+#: Seed of the generator of the loader a rank iterates (the workers' base seed comes from it).
+_LOADER_SEED = 0
 
 
 @dataclass
@@ -96,6 +98,10 @@ class RankRun:
             self.source.dataset,
             batch_sampler=[list(range(s, e)) for _, s, e in plan],
             collate_fn=self.source.collate_fn,
+            # Iterating a loader draws its workers' base seed from this generator; without
+            # one, from the global RNG, which a run (or one that raises midway) must leave as
+            # it found it. A fixed seed also gives every run and resume the same worker seeds.
+            generator=torch.Generator().manual_seed(_LOADER_SEED),
             **self.source.loader_kwargs,
         )
         bar = (
@@ -118,17 +124,21 @@ class RankRun:
             bar.close()
 
     def _remove_temp_files(self) -> None:
-        """Delete temp files left by a crash in an atomic write of one of this rank's chunks."""
+        """Delete temp files left by a killed save of one of this rank's chunks.
+
+        Temp files of live writers (another run on the same folder) are kept.
+        """
         mine = set(self.mine)
-        for entry in os.scandir(self.out):
-            name = entry.name
-            if name.startswith(".chunk-") and name.endswith(".tmp"):
-                try:
-                    c = int(name[len(".chunk-") :].split(".", 1)[0])
-                except ValueError:
-                    continue
-                if c in mine:
-                    os.unlink(entry.path)
+
+        def is_mine(name: str) -> bool:
+            if not (name.startswith(".chunk-") and name.endswith(".tmp")):
+                return False
+            try:
+                return int(name[len(".chunk-") :].split(".", 1)[0]) in mine
+            except ValueError:
+                return False
+
+        remove_stale_temp_files(self.out, is_mine)
 
     def _pending(self) -> list[int]:
         """This rank's chunks without a usable file; warns once about unusable files."""
