@@ -13,6 +13,7 @@ statistics) and Dropout(0.5), one submodule left in eval mode (mixed flags must 
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from typing import Any, Callable
 
@@ -21,8 +22,10 @@ import torch
 from captum.attr import Saliency
 from small_nets import Raising, bn_dropout_net
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, ParameterSaliency, RelEx
+from captum_ext.evaluation import attribute_dataset
 from captum_ext.metrics import (
     deletion,
     evaluate_attributions,
@@ -47,6 +50,11 @@ def _first_conv(model: nn.Module) -> nn.Module:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
+def _attribute_dataset(model: nn.Module) -> Any:
+    with tempfile.TemporaryDirectory() as out:
+        return attribute_dataset(Saliency(model), TensorDataset(X, Y), out, batch_size=1).load()
+
+
 #: name -> call(model) -> result (a tensor or something whose tensors can be compared)
 ENTRY_POINTS: dict[str, Callable[[nn.Module], Any]] = {
     "LEG": lambda m: LEG(m).attribute(X, target=Y, n_samples=64, grid=(2, 2), generator=_gen()),
@@ -65,6 +73,7 @@ ENTRY_POINTS: dict[str, Callable[[nn.Module], Any]] = {
         saliency_stability(Saliency(m), m, X, epsilons=(0.01,), step_num=2).spearman
     ),
     "model_randomization": lambda m: model_randomization(m, Saliency, X, Y).table,
+    "attribute_dataset": lambda m: _attribute_dataset(m),
 }
 
 

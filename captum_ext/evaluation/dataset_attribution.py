@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, default_colla
 from torch.utils.data._utils.collate import default_convert
 
 from captum_ext._distributed import agree, get_context
-from captum_ext._io import atomic_write_text
+from captum_ext._io import atomic_write_text, remove_stale_temp_files
+from captum_ext._model_state import eval_mode
 from captum_ext.evaluation._dataset_rank import RankRun, Source, TargetSpec
 from captum_ext.evaluation.attribution_shards import (
     FORMAT,
@@ -65,7 +66,8 @@ def attribute_dataset(
     resumes a crashed run: chunk files that load and belong to this run are kept, the others
     (missing, truncated, from other settings) are recomputed, and half-written temporary files
     are never read. An exception on any rank makes every rank raise; a rank that dies makes the
-    others fail in the final collective, and no index is written.
+    others fail in the final collective, and no index is written. The model behind ``method``
+    (its ``forward_func``) runs in eval mode; every module's flag is restored afterwards.
 
     Dataset items are ``(inputs, label, ...)`` with ``inputs`` a tensor or a tuple of tensors
     (a multi-input model), or a bare tensor of inputs; batches are formed by the loader's
@@ -77,7 +79,10 @@ def attribute_dataset(
         data: A map-style dataset, or a ``DataLoader`` over one. Of a loader, its dataset,
             ``collate_fn``, ``num_workers``, ``pin_memory``, ``worker_init_fn``,
             ``multiprocessing_context``, ``timeout`` and ``batch_size`` are used; its sampler
-            is ignored (ids are sharded by chunk).
+            is ignored (ids are sharded by chunk), and so is its ``generator``: the workers'
+            base seed comes from a fixed seed, the same in every run and resume. Loading
+            never draws from the global torch RNG, which is left as it was, also when the
+            call raises (draws of ``method`` itself are its own).
         out: Results folder (created if needed). Use one folder per run.
         target: ``"label"``: the second element of each item; ``None``: the method's default;
             an int: that class for every example; a callable ``target(batch) -> target``
@@ -153,7 +158,8 @@ def attribute_dataset(
     with agree(ctx, "attribute_dataset"):
         _check_manifest(out, manifest)
         run = RankRun(method, source, out, manifest, target, kwargs, device, rank, world)
-        run.run(show_progress)
+        with eval_mode(method):  # the model behind the method, flags restored afterwards
+            run.run(show_progress)
     with agree(ctx, "attribute_dataset (writing the index)"):
         if rank == 0:
             _write_index(out, manifest, world, time.perf_counter() - started)
@@ -264,7 +270,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _prepare_out(out: Path, manifest: dict) -> None:
-    """Rank 0: create ``out``, check or write the manifest, drop a stale index and temp files."""
+    """Rank 0: create ``out``, check or write the manifest, drop a stale index and temp files.
+
+    Only temporary files of dead writers are removed (see :mod:`captum_ext._io`): another run
+    saving into the same folder keeps its own.
+    """
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a folder, {out} is a file")
     manifest_path, index_path = out / MANIFEST, out / INDEX
@@ -279,13 +289,14 @@ def _prepare_out(out: Path, manifest: dict) -> None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(manifest, indent=1, sort_keys=True), manifest_path)
         index_path.unlink(missing_ok=True)  # the index is rewritten last, when all is done
-        for entry in os.scandir(out):
-            if entry.name.startswith((f".{MANIFEST}.", f".{INDEX}.")) and entry.name.endswith(
-                ".tmp"
-            ):
-                os.unlink(entry.path)
+        remove_stale_temp_files(out, _is_folder_temp)
     except OSError as err:
         raise ValueError(f"out: cannot write to the results folder {out} ({err})") from err
+
+
+def _is_folder_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary file of a manifest or index save."""
+    return name.startswith((f".{MANIFEST}.", f".{INDEX}.")) and name.endswith(".tmp")
 
 
 def _compare(out: Path, old: Any, new: dict) -> None:
