@@ -6,6 +6,7 @@ Private; the public classes live in :mod:`captum_ext.attr._core.caso`.
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence, Union
@@ -520,5 +521,5 @@ def lambda1_path(
 
 
 def _is_number(value: Any) -> bool:
-    """A real number that is not a bool (NaN included: range checks then reject it)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number (Python or NumPy) that is not a bool; NaN passes, range checks reject it."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
