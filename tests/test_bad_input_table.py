@@ -20,6 +20,7 @@ from small_nets import bn_dropout_net
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, ParameterSaliency, RelEx
 from captum_ext.metrics import (
+    blur,
     center_of_mass,
     deletion,
     energy_pointing_game,
@@ -125,6 +126,11 @@ _rows(
         ("device_ids-str", lambda: ParameterSaliency(M, M[0], "0"), TypeError, "device_ids"),
         ("layers-str", lambda: ParameterSaliency(M, "0"), TypeError, "layers"),
         ("method-unknown", lambda: ParameterSaliency(M).attribute(X, target=Y, method="x"), ValueError, "method"),
+        ("input_saliency-noise_iters-zero", lambda: ParameterSaliency(M).input_saliency(X, Y, k=2, calibrated=False, noise_iters=0), ValueError, "noise_iters"),
+        ("input_saliency-boost-nan", lambda: ParameterSaliency(M).input_saliency(X, Y, k=2, calibrated=False, boost=float("nan")), ValueError, "boost"),
+        ("input_saliency-k-zero", lambda: ParameterSaliency(M).input_saliency(X, Y, k=0, calibrated=False), ValueError, "k must"),
+        ("input_saliency-noise_percent", lambda: ParameterSaliency(M).input_saliency(X, Y, k=2, calibrated=False, noise_percent=2.0), ValueError, "noise_percent"),
+        ("input_saliency-nan", lambda: ParameterSaliency(M).input_saliency(NAN, Y, k=2, calibrated=False), ValueError, "inputs"),
     ],
 )  # fmt: skip
 for fn in (deletion, insertion, preservation):
@@ -149,6 +155,8 @@ _rows(
         ("pg-mask-shape", lambda: pointing_game(X, MASK[:, :3]), ValueError, "masks"),
         ("energy-mask-values", lambda: energy_pointing_game(X, MASK.float() * 2), ValueError, "masks"),
         ("com-cancelling", lambda: center_of_mass(CANCEL, reduction="sum"), ValueError, "attributions"),
+        ("blur-int-image", lambda: blur((X * 255).to(torch.uint8)), TypeError, "inputs"),
+        ("blur-wrong-rank", lambda: blur(X[0]), ValueError, "inputs"),
     ],
 )  # fmt: skip
 _rows(

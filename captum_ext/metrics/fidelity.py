@@ -103,6 +103,14 @@ def blur(inputs: Tensor, padding: str = "zeros", size: int = 11, sigma: float = 
     """
     if padding not in ("zeros", "reflect"):
         raise ValueError(f"padding must be 'zeros' or 'reflect', got {padding!r}")
+    as_tensor("inputs", inputs)
+    if inputs.dim() != 4:
+        raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise TypeError(
+            f"inputs must be floating point to blur (an integer image would be truncated to "
+            f"zeros), got {inputs.dtype}; convert it, e.g. images.float() / 255"
+        )
     c = inputs.shape[1]
     kernel = rise_blur_kernel(size, sigma).to(device=inputs.device, dtype=inputs.dtype)
     weight = kernel.expand(c, 1, size, size)

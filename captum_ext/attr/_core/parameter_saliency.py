@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -491,8 +492,24 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             raise TypeError("input_saliency takes a single input tensor")
         if not can_use_hooks(self.filters):
             raise ValueError("input_saliency supports Conv2d and Linear layers only")
-        if k < 1 or k > self.filters.n_filters:
-            raise ValueError(f"k must be in [1, {self.filters.n_filters}], got {k}")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.filters.n_filters:
+            raise ValueError(f"k must be an int in [1, {self.filters.n_filters}], got {k!r}")
+        if (
+            isinstance(boost, bool)
+            or not isinstance(boost, (int, float))
+            or not (math.isfinite(boost) and boost > 0)
+        ):
+            raise ValueError(f"boost must be a finite number > 0, got {boost!r}")
+        if isinstance(noise_iters, bool) or not isinstance(noise_iters, int) or noise_iters < 1:
+            raise ValueError(f"noise_iters must be an int >= 1, got {noise_iters!r}")
+        if not isinstance(noise_percent, (int, float)) or not 0 <= noise_percent <= 1:
+            raise ValueError(f"noise_percent must be a number in [0, 1], got {noise_percent!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
+            )
+        if not inputs.is_floating_point() or not bool(torch.isfinite(inputs).all()):
+            raise ValueError("inputs must be a finite floating-point tensor")
         mean = std = None
         if calibrated:
             cal = self._calibration()
