@@ -24,6 +24,7 @@ from captum_ext._compat import _format_output, log_usage
 from captum_ext.attr._utils.leg_base import (
     _LOW_R2,
     GridArg,
+    LEGSettings,
     LEGStatistics,
     TensorOrTupleOfTensors,
     _LEGBase,
@@ -163,10 +164,15 @@ class LEG(_LEGBase):
             ``last_info`` then holds ``r2`` (per example), ``scale`` (per input tensor and
             example) and ``grid``.
         """
-        is_tuple, inputs, grids, stats = self._estimate(
-            inputs, target, additional_forward_args, n_samples, sigma, grid, covariance,
-            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
+        cfg = LEGSettings(
+            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
+            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
+            antithetic=antithetic, generator=generator, show_progress=show_progress,
+            estimator=estimator,
         )  # fmt: skip
+        is_tuple, inputs, grids, stats = self._estimate(
+            inputs, target, additional_forward_args, cfg
+        )
         out = self._to_output(stats.gamma, inputs, grids)
         _warn_fit(self.get_name(), stats, out, "raise n_samples or lower sigma")
         return _format_output(is_tuple, out)
@@ -290,25 +296,15 @@ class LEGTV(_LEGBase):
             RuntimeError: The LP solver did not reach optimality (with its status).
         """
         _check_levels([K_L], L, solver)
-        return self._run(
-            inputs,
-            target,
-            additional_forward_args,
-            n_samples,
-            sigma,
-            grid,
-            covariance,
-            boundary,
-            [K_L],
-            L,
-            solver,
-            shared_L,
-            perturbations_per_eval,
-            antithetic,
-            generator,
-            show_progress,
-            estimator,
-        )[0]
+        cfg = LEGSettings(
+            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
+            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
+            antithetic=antithetic, generator=generator, show_progress=show_progress,
+            estimator=estimator,
+        )  # fmt: skip
+        return self._run(inputs, target, additional_forward_args, cfg, [K_L], L, solver, shared_L)[
+            0
+        ]
 
     @log_usage()
     @torch.no_grad()
@@ -344,50 +340,28 @@ class LEGTV(_LEGBase):
         if not ks:
             raise ValueError("K_L must hold at least one value")
         _check_levels(ks, None, solver)
-        return self._run(
-            inputs,
-            target,
-            additional_forward_args,
-            n_samples,
-            sigma,
-            grid,
-            covariance,
-            boundary,
-            ks,
-            None,
-            solver,
-            shared_L,
-            perturbations_per_eval,
-            antithetic,
-            generator,
-            show_progress,
-            estimator,
-        )
+        cfg = LEGSettings(
+            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
+            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
+            antithetic=antithetic, generator=generator, show_progress=show_progress,
+            estimator=estimator,
+        )  # fmt: skip
+        return self._run(inputs, target, additional_forward_args, cfg, ks, None, solver, shared_L)
 
     def _run(
         self,
         inputs: TensorOrTupleOfTensors,
         target: TargetType,
         additional_forward_args: Any,
-        n_samples: int,
-        sigma: float,
-        grid: GridArg,
-        covariance: str,
-        boundary: str,
+        cfg: LEGSettings,
         ks: list[float],
         L: float | str | None,
         solver: str,
         shared_L: bool,
-        perturbations_per_eval: int,
-        antithetic: bool,
-        generator: torch.Generator | None,
-        show_progress: bool,
-        estimator: str,
     ) -> list[TensorOrTupleOfTensors]:
         is_tuple, inputs, grids, stats = self._estimate(
-            inputs, target, additional_forward_args, n_samples, sigma, grid, covariance,
-            boundary, perturbations_per_eval, antithetic, generator, show_progress, estimator,
-        )  # fmt: skip
+            inputs, target, additional_forward_args, cfg
+        )
         per_level: list[list[Tensor]] = [[] for _ in ks]
         for ybar, g, scale in zip(stats.ybar, grids, stats.scale):
             maps = torch.zeros(len(ks), *ybar.shape, dtype=torch.float64)
@@ -397,8 +371,8 @@ class LEGTV(_LEGBase):
                     LegTVProblem(
                         y_np[n, c],
                         float(scale[n]),
-                        covariance=covariance,
-                        boundary=boundary,
+                        covariance=cfg.covariance,
+                        boundary=cfg.boundary,
                         solver=solver,
                     )
                     for c in range(y_np.shape[1])
@@ -406,7 +380,7 @@ class LEGTV(_LEGBase):
                 top = max(pr.L_max for pr in problems)
                 for c, pr in enumerate(problems):
                     if L == "theory":
-                        levels = [theoretical_L(g, n_samples, boundary)]
+                        levels = [theoretical_L(g, cfg.n_samples, cfg.boundary)]
                     elif L is not None:
                         levels = [float(L)]
                     else:

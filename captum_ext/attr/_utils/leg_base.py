@@ -52,6 +52,26 @@ ESTIMATORS = ("ols", "moment")
 _LOW_R2 = 0.05
 
 
+@dataclass(frozen=True)
+class LEGSettings:
+    """The sampling knobs of one LEG / LEG-TV call (the ``attribute`` arguments of that name).
+
+    Built by the public methods and passed down whole, so the private steps do not repeat
+    the list; :meth:`_LEGBase._check_common` validates it.
+    """
+
+    n_samples: int
+    sigma: float
+    grid: GridArg
+    covariance: str
+    boundary: str
+    perturbations_per_eval: int
+    antithetic: bool
+    generator: torch.Generator | None
+    show_progress: bool
+    estimator: str
+
+
 @dataclass
 class LEGStatistics:
     """The regression statistics of one LEG call, per input tensor.
@@ -96,16 +116,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         inputs: TensorOrTupleOfTensors,
         target: TargetType,
         additional_forward_args: Any,
-        n_samples: int,
-        sigma: float,
-        grid: GridArg,
-        covariance: str,
-        boundary: str,
-        perturbations_per_eval: int,
-        antithetic: bool,
-        generator: torch.Generator | None,
-        show_progress: bool,
-        estimator: str,
+        cfg: LEGSettings,
     ) -> tuple[bool, tuple[Tensor, ...], list[tuple[int, int]], LEGStatistics]:
         """Validate, draw, evaluate and fit; sets ``last_info``.
 
@@ -114,32 +125,17 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         """
         is_tuple = _is_tuple(inputs)
         tensors = _format_tensor_into_tuples(inputs)
-        grids = self._check_common(
-            tensors, n_samples, sigma, grid, covariance, boundary, perturbations_per_eval,
-            antithetic, estimator,
-        )  # fmt: skip
+        grids = self._check_common(tensors, cfg)
         with eval_mode(self.forward_func):
-            stats = self._statistics(
-                tensors, target, additional_forward_args, n_samples, sigma, grids, covariance,
-                boundary, perturbations_per_eval, antithetic, generator, show_progress,
-                estimator,
-            )  # fmt: skip
+            stats = self._statistics(tensors, target, additional_forward_args, cfg, grids)
         self.last_info = {"r2": stats.r2, "scale": stats.scale, "grid": grids}
         return is_tuple, tensors, grids, stats
 
     # ------------------------------------------------------------------ validation
     @staticmethod
-    def _check_common(
-        inputs: tuple[Tensor, ...],
-        n_samples: int,
-        sigma: float,
-        grid: GridArg,
-        covariance: str,
-        boundary: str,
-        perturbations_per_eval: int,
-        antithetic: bool,
-        estimator: str = "ols",
-    ) -> list[tuple[int, int]]:
+    def _check_common(inputs: tuple[Tensor, ...], cfg: LEGSettings) -> list[tuple[int, int]]:
+        n_samples, sigma, grid, estimator = cfg.n_samples, cfg.sigma, cfg.grid, cfg.estimator
+        covariance, boundary, antithetic = cfg.covariance, cfg.boundary, cfg.antithetic
         for i, x in enumerate(inputs):
             if not isinstance(x, Tensor):
                 raise TypeError(f"inputs[{i}] must be a Tensor, got {type(x).__name__}")
@@ -177,9 +173,14 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             raise ValueError(f"boundary must be 'padded' or 'none', got {boundary!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        ppe = perturbations_per_eval
+        ppe = cfg.perturbations_per_eval
         if isinstance(ppe, bool) or not isinstance(ppe, int) or ppe < 1:
             raise ValueError(f"perturbations_per_eval must be an int >= 1, got {ppe!r}")
+        generator = cfg.generator
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
+            )
         grids = _resolve_grids(grid, inputs, n_samples)
         if estimator == "ols":
             k = _n_coefficients(inputs, grids)
@@ -197,16 +198,8 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         inputs: tuple[Tensor, ...],
         target: TargetType,
         additional_forward_args: Any,
-        n_samples: int,
-        sigma: float,
+        cfg: LEGSettings,
         grids: list[tuple[int, int]],
-        covariance: str,
-        boundary: str,
-        perturbations_per_eval: int,
-        antithetic: bool,
-        generator: torch.Generator | None,
-        show_progress: bool,
-        estimator: str = "ols",
     ) -> LEGStatistics:
         """Evaluate the model on the draws and fit the linear model per example.
 
@@ -214,14 +207,15 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         ``sigma`` times its value range, so one set of draws serves the whole batch (common
         random numbers: an example's result does not depend on the rest of the batch).
         """
+        n_samples, sigma, antithetic = cfg.n_samples, cfg.sigma, cfg.antithetic
+        covariance, boundary, perturbations_per_eval = (
+            cfg.covariance, cfg.boundary, cfg.perturbations_per_eval
+        )  # fmt: skip
         args = _format_additional_forward_args(additional_forward_args)
         n_ex = inputs[0].shape[0]
         scales = [sigma * _value_range(x) for x in inputs]
         _warn_scale(sigma, covariance, grids)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
-            )
+        generator = cfg.generator
         if generator is None:
             # fresh, independent draws per call; the global RNG is not used
             generator = torch.Generator()
@@ -233,7 +227,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         n_chunks = math.ceil(n_samples / perturbations_per_eval)
         bar = (
             progress(desc=f"{self.get_name()} attribution", total=n_chunks + 1)
-            if show_progress
+            if cfg.show_progress
             else NullProgress()
         )
         unit_draws: list[list[Tensor]] = [[] for _ in inputs]
@@ -272,7 +266,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
         _warn_no_signal(ytilde, f0, self.get_name())
         shapes = [(*_channels(x), *g) for x, g in zip(inputs, grids)]
-        if estimator == "ols":
+        if cfg.estimator == "ols":
             units, r2 = _least_squares(draws, ytilde)
         else:
             units = [
