@@ -21,7 +21,7 @@ OUT ?= reports/demo
 
 venv: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PAIR)
@@ -37,8 +37,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check captum_ext tests benchmarks tutorials setup.py
-	$(VENV)/bin/ruff format --check captum_ext tests benchmarks tutorials setup.py
+	$(VENV)/bin/ruff check captum_ext tests benchmarks tutorials
+	$(VENV)/bin/ruff format --check captum_ext tests benchmarks tutorials
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
