@@ -10,6 +10,8 @@ re-exported here:
 - :mod:`captum_ext.metrics`: evaluation metrics usable with ``captum.metrics``.
 - :mod:`captum_ext.evaluation`: protocols that edit models (filter pruning, fine-tuning).
 - :mod:`captum_ext.benchmark`: the embedded synthetic benchmark and small models.
+- :mod:`captum_ext.visualization`: maps blended over their image (``show_on_image``), imported
+  on its own so that ``import captum_ext`` does not load matplotlib.
 """
 
 __version__ = "0.1.0"
