@@ -27,6 +27,7 @@ from captum_ext.report.launch import (
     setup_distributed,
     train_once,
 )
+from captum_ext.report.registry import PRESETS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     att.add_argument("--chunk-size", type=int, default=64, help="images per chunk file")
     att.add_argument("--batch-size", type=int, default=16, help="images per attribute call")
+    att.add_argument(
+        "--preset", default=PRESETS[0], choices=PRESETS, help="the report's method presets"
+    )
     att.add_argument("--quick", action="store_true", help="the report's lighter settings")
     att.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
 
@@ -82,7 +86,9 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         data = Subset(data, range(n))
         spec = methods[args.method]
         sample = torch.stack([data[i][0] for i in range(min(n, args.batch_size))]).to(device)
-        kwargs = resolve_kwargs(spec, sample, args.quick)
+        with torch.no_grad():
+            n_classes = int(model(sample[:1]).shape[-1])
+        kwargs = resolve_kwargs(spec, sample, args.quick, preset=args.preset, n_classes=n_classes)
         if spec.seeded:
             kwargs["generator"] = torch.Generator(device=device).manual_seed(args.seed)
         start = time.perf_counter()

@@ -2,16 +2,26 @@
 
 Adding a method to the report is one :func:`register` call in
 :mod:`captum_ext.report.methods`: a name, a constructor taking the model, and the keyword
-arguments of ``attribute`` (with lighter ones for ``--quick``).
+arguments of ``attribute`` for each preset (with lighter ones for ``--quick``).
+
+Presets (:data:`PRESETS`): ``"fast"`` sizes a method for 224 x 224 images on a CPU and
+``"paper"`` uses its paper's settings. Each spec says in ``notes`` what a preset changes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import torch
 from torch import nn
+
+#: The presets every method defines (``--preset``); the first is the default.
+PRESETS: tuple[str, ...] = ("fast", "paper")
+
+#: ``attribute`` keyword arguments: a dict, or ``f(inputs, n_classes) -> dict`` for options that
+#: depend on the batch's shape or the number of classes.
+KwargsArg = Union[dict, Callable[[torch.Tensor, int], dict]]
 
 
 @dataclass(frozen=True)
@@ -22,17 +32,21 @@ class MethodSpec:
         name: Unique name shown in the report and accepted by ``--methods``.
         build: ``build(model) -> attribution object`` with an ``attribute`` method. ``model``
             returns logits.
-        kwargs: Keyword arguments of ``attribute`` (besides ``inputs`` and ``target``), or a
-            function of the input batch returning them (for shape-dependent options).
-        quick_kwargs: Overrides of ``kwargs`` under ``--quick`` (a dict or such a function).
+        kwargs: Keyword arguments of ``attribute`` (besides ``inputs`` and ``target``) shared by
+            every preset (see :data:`KwargsArg`).
+        presets: Per preset name (:data:`PRESETS`), keyword arguments on top of ``kwargs``.
+        quick_kwargs: Overrides applied last under ``--quick`` (tests and demos).
+        notes: Per preset, one sentence saying what it changes and why (shown in the report).
         seeded: Pass ``generator=`` (a ``torch.Generator`` seeded by the report) to ``attribute``.
         reference: Paper reference shown in the report.
     """
 
     name: str
     build: Callable[[nn.Module], Any]
-    kwargs: dict | Callable[[torch.Tensor], dict] = field(default_factory=dict)
-    quick_kwargs: dict | Callable[[torch.Tensor], dict] = field(default_factory=dict)
+    kwargs: KwargsArg = field(default_factory=dict)
+    presets: dict[str, KwargsArg] = field(default_factory=dict)
+    quick_kwargs: KwargsArg = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
     seeded: bool = False
     reference: str = ""
 
@@ -41,16 +55,22 @@ class MethodSpec:
         model: nn.Module,
         inputs: torch.Tensor,
         target: torch.Tensor,
-        quick: bool,
+        quick: bool = False,
         seed: int = 0,
+        *,
+        preset: str = PRESETS[0],
+        n_classes: int | None = None,
     ) -> torch.Tensor:
         """Attributions of ``inputs`` for ``target`` (same shape as ``inputs``, detached).
 
         Methods that draw from the global RNG (e.g. ``NoiseTunnel``) run inside
         ``torch.random.fork_rng`` seeded with ``seed``, so reports are reproducible and the
-        caller's RNG state is untouched.
+        caller's RNG state is untouched. ``n_classes`` defaults to the model's output size.
         """
-        kwargs = resolve_kwargs(self, inputs, quick)
+        if n_classes is None:
+            with torch.no_grad():
+                n_classes = int(model(inputs[:1]).shape[-1])
+        kwargs = resolve_kwargs(self, inputs, quick, preset=preset, n_classes=n_classes)
         if self.seeded:
             kwargs["generator"] = torch.Generator(device=inputs.device).manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
@@ -59,16 +79,30 @@ class MethodSpec:
         return attr.detach()
 
 
-def resolve_kwargs(spec: MethodSpec, inputs: torch.Tensor, quick: bool) -> dict:
-    """The ``attribute`` keyword arguments of ``spec`` for a batch like ``inputs``."""
+def resolve_kwargs(
+    spec: MethodSpec,
+    inputs: torch.Tensor,
+    quick: bool = False,
+    *,
+    preset: str = PRESETS[0],
+    n_classes: int = 2,
+) -> dict:
+    """The ``attribute`` keyword arguments of ``spec`` for a batch like ``inputs``.
+
+    Raises:
+        ValueError: ``preset`` is not one of :data:`PRESETS`.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     return {
-        **_resolve(spec.kwargs, inputs),
-        **(_resolve(spec.quick_kwargs, inputs) if quick else {}),
+        **_resolve(spec.kwargs, inputs, n_classes),
+        **_resolve(spec.presets.get(preset, {}), inputs, n_classes),
+        **(_resolve(spec.quick_kwargs, inputs, n_classes) if quick else {}),
     }
 
 
-def _resolve(kwargs: dict | Callable[[torch.Tensor], dict], inputs: torch.Tensor) -> dict:
-    return dict(kwargs(inputs) if callable(kwargs) else kwargs)
+def _resolve(kwargs: KwargsArg, inputs: torch.Tensor, n_classes: int) -> dict:
+    return dict(kwargs(inputs, n_classes) if callable(kwargs) else kwargs)
 
 
 #: Filled by :mod:`captum_ext.report.methods`; use :func:`available_methods` to read it.
@@ -83,8 +117,11 @@ def available_methods() -> dict[str, MethodSpec]:
 
 
 def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to :data:`METHODS` (names must be unique)."""
+    """Add ``spec`` to :data:`METHODS` (names must be unique; presets must be known)."""
     if spec.name in METHODS:
         raise ValueError(f"a method named {spec.name!r} is already registered")
+    unknown = set(spec.presets) - set(PRESETS)
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown presets {sorted(unknown)}; known: {PRESETS}")
     METHODS[spec.name] = spec
     return spec

@@ -1,4 +1,10 @@
-"""Compute everything the report shows: model, chosen images, attributions, timings, metrics."""
+"""Compute everything the report shows: model, chosen images, attributions, timings, metrics.
+
+The report runs on a :class:`ReportInputs`: a model returning logits on images in [0, 1] (any
+normalisation lives inside it) and a batch of images with optional labels and masks. It comes
+either from the embedded benchmark (:func:`benchmark_inputs`) or from the user's model and image
+folder (:func:`captum_ext.report.user_inputs.user_inputs`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from torch import nn
 from captum_ext._compat import NullProgress, progress
 from captum_ext.benchmark.training import TrainedModel, load_data, train
 from captum_ext.metrics.summary import evaluate_attributions
-from captum_ext.report.registry import MethodSpec, available_methods
+from captum_ext.report.registry import PRESETS, MethodSpec, resolve_kwargs
 
 #: Misclassified test images the report tries to include, as a fraction of ``n_images``.
 WRONG_FRACTION = 0.25
@@ -32,12 +38,52 @@ def sensitivity_samples(seconds: float, quick: bool) -> int:
 
 
 @dataclass
+class ReportInputs:
+    """The model and the images a report explains.
+
+    Attributes:
+        model: Classifier returning logits ``(N, classes)`` for images in [0, 1] (eval mode).
+        model_name: Shown in the report (a benchmark name or the ``--model`` spec).
+        n_parameters: Parameter count of ``model``.
+        images: ``(N, C, H, W)`` in [0, 1].
+        names: One caption per image (a file name or ``"test #i"``).
+        labels: True classes ``(N,)``, or None when unknown.
+        masks: Ground-truth object masks ``(N, H, W)``, or None.
+        class_names: Names of the classes, or None (classes are then shown as numbers).
+        description: One plain-text sentence about the model and the data.
+        trained: The benchmark model's training record (None for a user's model).
+        warnings: Messages shown at the top of the report (e.g. random weights).
+        details: Extra facts for the metadata block and results.json (JSON-serialisable).
+    """
+
+    model: nn.Module
+    model_name: str
+    n_parameters: int
+    images: torch.Tensor
+    names: list[str]
+    labels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    class_names: list[str] | None = None
+    description: str = ""
+    trained: TrainedModel | None = None
+    warnings: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+
+    def class_name(self, k: int) -> str:
+        """The name of class ``k`` (its number when there are no names)."""
+        names = self.class_names
+        return names[k] if names is not None and 0 <= k < len(names) else str(k)
+
+
+@dataclass
 class MethodResult:
     """The outcome of one method on the report's batch.
 
     Attributes:
         name: Registry name.
         reference: Paper reference.
+        settings: The ``attribute`` keyword arguments used (after the preset).
+        note: What the preset changes (from the spec's ``notes``).
         seconds: Wall time of the ``attribute`` call (None if it failed).
         attributions: Attributions shaped like the inputs (None if it failed).
         error: ``"ExceptionType: message"`` if the method raised.
@@ -47,6 +93,8 @@ class MethodResult:
 
     name: str
     reference: str
+    settings: dict = field(default_factory=dict)
+    note: str = ""
     seconds: float | None = None
     attributions: torch.Tensor | None = None
     error: str | None = None
@@ -58,15 +106,28 @@ class MethodResult:
 class ReportData:
     """Everything the HTML and JSON writers need."""
 
-    trained: TrainedModel
-    images: torch.Tensor
-    labels: torch.Tensor
+    inputs: ReportInputs
     predictions: torch.Tensor
-    masks: torch.Tensor | None
-    indices: list[int]
-    class_names: Sequence[str]
     results: list[MethodResult]
+    preset: str = PRESETS[0]
     quick: bool = False
+    seed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The explained images (``inputs.images``)."""
+        return self.inputs.images
+
+    @property
+    def masks(self) -> torch.Tensor | None:
+        """Their object masks, or None (``inputs.masks``)."""
+        return self.inputs.masks
+
+    @property
+    def trained(self) -> TrainedModel | None:
+        """The benchmark model's training record, None for a user's model."""
+        return self.inputs.trained
 
 
 def select_images(
@@ -91,6 +152,36 @@ def select_images(
     return chosen, images, preds
 
 
+def benchmark_inputs(
+    dataset_name: str, model_name: str, n_images: int, log: Callable[[str], None] = print
+) -> ReportInputs:
+    """Train (or load from the cache) a benchmark model and choose its test images."""
+    log(f"Training or loading {model_name} on {dataset_name} (cached after the first run) ...")
+    trained = train(model_name, dataset_name)
+    model = trained.model.eval()
+    test_set = load_data(trained.config, "test")
+    indices, scanned, _ = select_images(model, test_set, n_images)
+    items = [test_set[i] for i in indices]
+    masks = torch.stack([it[2] for it in items]) if getattr(test_set, "has_masks", False) else None
+    info = trained.info
+    text = f"test accuracy {info['test_accuracy']:.1%}"
+    if "shift_accuracy" in info:
+        text += f", {info['shift_accuracy']:.1%} under the {info['shift_domain']} domain"
+    return ReportInputs(
+        model=model,
+        model_name=model_name,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        images=scanned[indices],
+        names=[f"test #{i}" for i in indices],
+        labels=torch.tensor([int(it[1]) for it in items]),
+        masks=masks,
+        class_names=list(test_set.classes),
+        description=f"Benchmark model {model_name} trained on {dataset_name} ({text}).",
+        trained=trained,
+        details={"dataset": dataset_name, "test_indices": list(indices)},
+    )
+
+
 def run_methods(
     specs: Sequence[MethodSpec],
     model: nn.Module,
@@ -99,16 +190,24 @@ def run_methods(
     quick: bool,
     show_progress: bool = True,
     seed: int = 0,
+    preset: str = PRESETS[0],
 ) -> list[MethodResult]:
     """Run each method once on the whole batch, timing it; failures are recorded, not raised."""
-    bar = progress(desc="captum-ext report", total=len(specs)) if show_progress else NullProgress()
+    with torch.no_grad():
+        n_classes = int(model(inputs[:1]).shape[-1])
+    bar = progress(desc="methods", total=len(specs)) if show_progress else NullProgress()
     results = []
     try:
         for spec in specs:
-            res = MethodResult(spec.name, spec.reference)
+            settings = resolve_kwargs(spec, inputs, quick, preset=preset, n_classes=n_classes)
+            res = MethodResult(
+                spec.name, spec.reference, settings=settings, note=spec.notes.get(preset, "")
+            )
             start = time.perf_counter()
             try:
-                attr = spec.run(model, inputs, target, quick=quick, seed=seed)
+                attr = spec.run(
+                    model, inputs, target, quick, seed, preset=preset, n_classes=n_classes
+                )
                 if attr.shape != inputs.shape:
                     raise RuntimeError(
                         f"returned shape {tuple(attr.shape)}, expected {tuple(inputs.shape)}"
@@ -136,13 +235,14 @@ def score_methods(
     quick: bool,
     show_progress: bool = True,
     seed: int = 0,
+    preset: str = PRESETS[0],
 ) -> None:
     """Fill each successful result's ``metrics`` with :func:`evaluate_attributions` scores.
 
     Max-sensitivity re-runs the method on perturbed inputs (:func:`sensitivity_samples` times);
     a metric failure is recorded in ``error`` and does not stop the report.
     """
-    bar = progress(desc="captum-ext metrics", total=len(specs)) if show_progress else NullProgress()
+    bar = progress(desc="metrics", total=len(specs)) if show_progress else NullProgress()
     try:
         for res, spec in zip(results, specs):
             if res.attributions is not None and res.seconds is not None:
@@ -154,7 +254,9 @@ def score_methods(
                         res.attributions,
                         target,
                         masks,
-                        explain=lambda x, t, spec=spec: spec.run(model, x, t, quick, seed),
+                        explain=lambda x, t, spec=spec: spec.run(
+                            model, x, t, quick, seed, preset=preset
+                        ),
                         multiply_by_inputs=bool(
                             getattr(spec.build(model), "multiplies_by_inputs", False)
                         ),
@@ -170,39 +272,39 @@ def score_methods(
 
 
 def build_report_data(
-    dataset_name: str,
-    model_name: str,
-    method_names: Sequence[str],
-    n_images: int,
-    quick: bool,
+    inputs: ReportInputs,
+    specs: Sequence[MethodSpec],
+    *,
+    preset: str = PRESETS[0],
+    quick: bool = False,
+    seed: int = 0,
     show_progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ReportData:
-    """Train or load the model, choose images and run the methods (see :func:`run_methods`)."""
-    log(f"Training or loading {model_name} on {dataset_name} (cached after the first run) ...")
-    trained = train(model_name, dataset_name)
-    model = trained.model.eval()
-    test_set = load_data(trained.config, "test")
-    indices, scanned, preds = select_images(model, test_set, n_images)
-    items = [test_set[i] for i in indices]
-    images = scanned[indices]
-    labels = torch.tensor([int(it[1]) for it in items])
-    masks = torch.stack([it[2] for it in items]) if getattr(test_set, "has_masks", False) else None
-    predictions = preds[indices]
-    registry = available_methods()
-    specs = [registry[name] for name in method_names]
-    log(f"Explaining {len(indices)} test images with {len(specs)} methods ...")
-    results = run_methods(specs, model, images, predictions, quick, show_progress)
-    log("Scoring the attributions (fidelity, infidelity, max-sensitivity, localisation) ...")
-    score_methods(results, specs, model, images, predictions, masks, quick, show_progress)
-    return ReportData(
-        trained=trained,
-        images=images,
-        labels=labels,
-        predictions=predictions,
-        masks=masks,
-        indices=list(indices),
-        class_names=list(test_set.classes),
-        results=results,
-        quick=quick,
+    """Explain ``inputs`` with every spec (predicted class) and score the maps."""
+    model = inputs.model
+    with torch.no_grad():
+        predictions = model(inputs.images).argmax(1)
+    n = len(inputs.images)
+    log(f"Explaining {n} images with {len(specs)} methods (preset {preset}) ...")
+    start = time.perf_counter()
+    results = run_methods(
+        specs, model, inputs.images, predictions, quick, show_progress, seed, preset
     )
+    seconds = {"methods": time.perf_counter() - start}
+    log("Scoring the attributions (fidelity, infidelity, max-sensitivity, localisation) ...")
+    start = time.perf_counter()
+    score_methods(
+        results,
+        specs,
+        model,
+        inputs.images,
+        predictions,
+        inputs.masks,
+        quick,
+        show_progress,
+        seed,
+        preset,
+    )
+    seconds["metrics"] = time.perf_counter() - start
+    return ReportData(inputs, predictions, results, preset, quick, seed, seconds)

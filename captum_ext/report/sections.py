@@ -42,12 +42,21 @@ class Section:
 
 
 def landscape_section(data: ReportData, out: Path) -> Section:
-    """The model's importance landscape (PILCRO, Moens et al.) on test images, and its TV."""
-    test_set = load_data(data.trained.config, "test")
-    n = min(len(test_set), LANDSCAPE_IMAGES[data.quick])
-    images = torch.stack([test_set[i][0] for i in range(n)])
+    """The model's importance landscape (PILCRO, Moens et al.) on test images, and its TV.
+
+    For a user's model the landscape is computed on the report's own images.
+    """
+    if data.trained is not None:
+        test_set = load_data(data.trained.config, "test")
+        n = min(len(test_set), LANDSCAPE_IMAGES[data.quick])
+        images = torch.stack([test_set[i][0] for i in range(n)])
+        source = "test images"
+    else:  # the user's images: the only ones we have
+        images = data.images
+        n = len(images)
+        source = "of your images"
     gen = torch.Generator().manual_seed(0)
-    summary = landscape_summary(data.trained.model, images, generator=gen)
+    summary = landscape_summary(data.inputs.model, images, generator=gen)
     fig, ax = plt.subplots(figsize=(3.2, 2.8))
     im = ax.imshow(summary.landscape.numpy(), cmap="viridis")
     fig.colorbar(im, ax=ax)
@@ -56,7 +65,7 @@ def landscape_section(data: ReportData, out: Path) -> Section:
     name = "landscape.png"
     save_figure(fig, out / name)
     text = (
-        f"<p>Normalised importance landscape I' of the model on {n} test images (squared input "
+        f"<p>Normalised importance landscape I' of the model on {n} {source} (squared input "
         "gradients of a class sampled from the softmax, normalised so that mean(I'^2) = 1; "
         "PILCRO, Moens et al.). A flat landscape means every location can matter equally; "
         f"total variation (mean squared neighbour difference): "
@@ -112,6 +121,18 @@ def parameter_saliency_section(data: ReportData, out: Path) -> Section:
     mistakes come from the other background domain (domain shift) for ``shapes``, and from the
     test split for ``digits``.
     """
+    if data.trained is None:
+        return Section(
+            "parameter_saliency",
+            "Which filters cause the mistakes",
+            "<p>Not run: parameter saliency needs a calibration set of about 1,000 labelled "
+            "images of the training distribution, which the report only has for the embedded "
+            "benchmark. On your own data, fit a calibration from "
+            "<code>captum_ext.calibration</code> and rank filters with "
+            "<code>captum_ext.attr.ParameterSaliency</code>.</p>",
+            [],
+            {"skipped": "needs a labelled calibration set (benchmark only)"},
+        )
     cfg = data.trained.config
     reference_set = load_data(cfg, "test")
     n_ref, n_in = PSAL_REFERENCE[data.quick], PSAL_INPUTS[data.quick]
@@ -124,7 +145,7 @@ def parameter_saliency_section(data: ReportData, out: Path) -> Section:
         source = "the test split"
         x, y = _stack(reference_set, n_ref, n_in)
     reference = [(ref_x[i : i + 100], ref_y[i : i + 100]) for i in range(0, len(ref_y), 100)]
-    summary = compare_calibrations(data.trained.model, reference, x, y, k=PSAL_TOP_K)
+    summary = compare_calibrations(data.inputs.model, reference, x, y, k=PSAL_TOP_K)
     intro = (
         f"<p>Parameter saliency (Levin et al. 2022) of the {summary['n_misclassified']} "
         f"misclassified images among {len(y)} from {source}, calibrated on {len(ref_y)} "

@@ -34,9 +34,20 @@ def test_quick_report_end_to_end(shapes_model, tmp_path):
     results = json.loads((out / "results.json").read_text())
 
     # every PNG written is referenced by the HTML, and every referenced PNG exists
-    written = {p.name for p in out.glob("*.png")}
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
     referenced = set(re.findall(r"src='([^']+\.png)'", page))
     assert written and written == referenced
+    assert len(referenced) == 4 * (1 + len(available_methods())) + 3  # tiles, grid, timings, I'
+
+    # a second run replaces the first one's figures (nothing stale is left behind)
+    first_assets = {p.parent for p in out.rglob("*.png")}
+    proc = _run(["report", "--out", str(out), "--quick", "--no-progress", "--methods", "Saliency"])
+    assert proc.returncode == 0, proc.stderr
+    assert not any(p.exists() for p in first_assets)
+    page2 = (out / "index.html").read_text()
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*.png")} == set(
+        re.findall(r"src='([^']+\.png)'", page2)
+    )
 
     # every registered method is listed, timed, scored and did not fail
     assert set(results["methods"]) == set(available_methods())
@@ -69,6 +80,9 @@ def test_quick_report_end_to_end(shapes_model, tmp_path):
     [
         (["report", "--out", "X", "--dataset", "imagenet"], "unknown --dataset 'imagenet'"),
         (["report", "--out", "X", "--model", "vgg"], "unknown --model 'vgg'"),
+        (["report", "--out", "X", "--model", "torchvision:resnet18"], "needs --images"),
+        (["report", "--out", "X", "--masks", "m"], "--masks need --images"),
+        (["report", "--out", "X", "--preset", "slow"], "invalid choice: 'slow'"),
         (["report", "--out", "X", "--methods", "Saliency", "Magic"], "unknown --methods 'Magic'"),
         (["report", "--out", "X", "--n-images", "0"], "--n-images must be at least 1"),
         (["report", "--out", "X", "--n-images", "two"], "invalid int value"),
