@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--n-images",
         type=int,
         default=None,
-        help="images to explain (default 8; 4 with --quick; with --images: all)",
+        help="images to explain (default 8; 4 with --quick); with --images, the first N by name",
     )
     rep.add_argument("--seed", type=int, default=0, help="seed of the randomised methods")
     rep.add_argument("--quick", action="store_true", help="lighter settings for tests and demos")
@@ -119,6 +119,7 @@ def _inputs(args: argparse.Namespace, log) -> ReportInputs:
     from captum_ext.report.runner import benchmark_inputs
 
     benchmark = args.model in MODELS
+    n_images = args.n_images if args.n_images is not None else (4 if args.quick else 8)
     if args.images is None:
         if not benchmark:
             raise UsageError(f"--model {args.model!r} needs --images DIR (your images)")
@@ -129,7 +130,6 @@ def _inputs(args: argparse.Namespace, log) -> ReportInputs:
             raise UsageError(
                 f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}"
             )
-        n_images = args.n_images if args.n_images is not None else (4 if args.quick else 8)
         return benchmark_inputs(args.dataset, args.model, n_images, log)
     if benchmark:
         raise UsageError(
@@ -151,7 +151,7 @@ def _inputs(args: argparse.Namespace, log) -> ReportInputs:
             masks=args.masks,
             size=args.size,
             normalize=normalize,
-            n_images=args.n_images,
+            n_images=n_images,
             log=log,
         )
     except ValueError as err:

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report never opens a window
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -50,9 +51,9 @@ def display_map(attr: torch.Tensor) -> torch.Tensor:
     return attribution_to_map(attr, "absolute_value", 99.0, warn=False)
 
 
-def _as_rgb(image: torch.Tensor) -> torch.Tensor:
+def _as_rgb(image: torch.Tensor) -> np.ndarray:
     img = image.detach().cpu().float()
-    return img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)
+    return (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0).clamp(0, 1)).numpy()
 
 
 def save_figure(fig: Figure, path: Path, *, tight: bool = True) -> Path:
