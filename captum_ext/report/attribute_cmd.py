@@ -24,6 +24,7 @@ from captum_ext._distributed import get_context
 from captum_ext.report.launch import (
     add_benchmark_options,
     check_benchmark_options,
+    check_out_folder,
     setup_distributed,
     train_once,
 )
@@ -74,8 +75,7 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
             raise usage_error(f"{flag} must be at least 1, got {value}")
     if args.batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.out.exists() and not args.out.is_dir():
-        raise usage_error(f"--out {str(args.out)!r} is a file; give a folder")
+    check_out_folder(args.out, usage_error)
     device = setup_distributed(args.device, usage_error)
     try:
         ctx = get_context()
@@ -92,16 +92,19 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         if spec.seeded:
             kwargs["generator"] = torch.Generator(device=device).manual_seed(args.seed)
         start = time.perf_counter()
-        shards = attribute_dataset(
-            spec.build(model),
-            data,
-            args.out,
-            attribute_kwargs=kwargs,
-            chunk_size=args.chunk_size,
-            batch_size=args.batch_size,
-            device=device,
-            show_progress=not args.no_progress and (ctx is None or ctx.rank == 0),
-        )
+        try:
+            shards = attribute_dataset(
+                spec.build(model),
+                data,
+                args.out,
+                attribute_kwargs=kwargs,
+                chunk_size=args.chunk_size,
+                batch_size=args.batch_size,
+                device=device,
+                show_progress=not args.no_progress and (ctx is None or ctx.rank == 0),
+            )
+        except ValueError as err:  # its checks of the folder and settings: one line, exit 2
+            raise usage_error(str(err)) from err
         if ctx is None or ctx.rank == 0:
             info = {
                 "out": str(args.out.resolve()),

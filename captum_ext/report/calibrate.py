@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
 from captum_ext._distributed import ShardSampler, get_context
+from captum_ext.benchmark.training import load_data
 from captum_ext.report.launch import (
     add_benchmark_options,
     check_benchmark_options,
+    check_out_file,
     collate_to,
     setup_distributed,
     train_once,
@@ -56,7 +59,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, usage_error: type) -> int:
     """Run ``captum-ext calibrate``; returns the exit status."""
     from captum_ext.attr import ParameterSaliency
-    from captum_ext.benchmark.training import load_data
     from captum_ext.calibration import POTCalibration, ZScoreCalibration
 
     check_benchmark_options(args, usage_error)
@@ -70,8 +72,7 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         raise usage_error(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.n_ref is not None and args.n_ref < 2:
         raise usage_error(f"--n-ref must be at least 2, got {args.n_ref}")
-    if args.out.is_dir():
-        raise usage_error(f"--out {str(args.out)!r} is a folder; give a file name such as cal.pt")
+    check_out_file(args.out, usage_error)
     device = setup_distributed(args.device, usage_error)
     try:
         ctx = get_context()
@@ -80,6 +81,12 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         model = trained.model.to(device).eval()
         reference = load_data(trained.config, "test")
         n_ref = len(reference) if args.n_ref is None else min(args.n_ref, len(reference))
+        if args.n_ref is not None and args.n_ref > len(reference) and rank == 0:
+            print(
+                f"warning: --n-ref {args.n_ref} is more than the {len(reference)} images of the "
+                f"test split; calibrating on all {len(reference)}",
+                file=sys.stderr,
+            )
         reference = Subset(reference, range(n_ref))
         loader = DataLoader(
             reference,

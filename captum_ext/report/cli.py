@@ -16,7 +16,6 @@ Bad arguments end with a one-line ``captum-ext: error: ...`` on stderr and exit 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from captum_ext.report.attribute_cmd import add_parser as add_attribute_parser
 from captum_ext.report.attribute_cmd import run as run_attribute
 from captum_ext.report.calibrate import add_parser as add_calibrate_parser
 from captum_ext.report.calibrate import run as run_calibrate
+from captum_ext.report.launch import check_out_folder
 from captum_ext.report.registry import PRESETS
 
 if TYPE_CHECKING:
@@ -98,20 +98,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_out(out: Path) -> None:
-    """``out`` is, or can be created as, a writable folder (nothing is created here)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is not a writable folder (it is a file)")
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        reason = "not a folder" if not probe.is_dir() else "permission denied"
-        raise UsageError(f"--out {str(out)!r} is not a writable folder ({probe}: {reason})")
-
-
 _USER_ONLY = ("weights", "num_classes", "labels", "masks", "normalize")
 
 
@@ -175,7 +161,7 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}, torchvision:NAME, "
             "pkg.module:factory or an existing TorchScript / torch.export file"
         )
-    _check_out(args.out)
+    check_out_folder(args.out, UsageError)
 
     from captum_ext.report.runner import build_report_data
     from captum_ext.report.writer import write_report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,3 +77,33 @@ def check_benchmark_options(args: argparse.Namespace, usage_error: type) -> None
         raise usage_error(f"unknown --dataset {args.dataset!r}; choose from {', '.join(DATASETS)}")
     if args.model not in MODELS:
         raise usage_error(f"unknown --model {args.model!r}; choose from {', '.join(MODELS)}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def check_out_folder(out: Path, usage_error: type, flag: str = "--out") -> None:
+    """``out`` is, or can be created as, a writable folder (nothing is created here)."""
+    if out.exists() and not out.is_dir():
+        raise usage_error(f"{flag} {str(out)!r} is not a writable folder (it is a file)")
+    probe = _nearest_existing(out)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        reason = "not a folder" if not probe.is_dir() else "permission denied"
+        raise usage_error(f"{flag} {str(out)!r} is not a writable folder ({probe}: {reason})")
+
+
+def check_out_file(out: Path, usage_error: type, flag: str = "--out") -> None:
+    """``out`` names a file we may write (nothing is created here).
+
+    It must not be a folder or a read-only file, and its folder must be, or be creatable as, a
+    writable folder.
+    """
+    if out.is_dir():
+        raise usage_error(f"{flag} {str(out)!r} is a folder; give a file name such as cal.pt")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise usage_error(f"{flag} {str(out)!r} is not writable (permission denied)")
+    check_out_folder(out.parent, usage_error, flag=f"{flag} {str(out)!r}: the folder")

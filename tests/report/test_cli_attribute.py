@@ -89,3 +89,15 @@ def test_attribute_out_must_be_a_folder(tmp_path, capsys):
     f.write_text("x")
     assert main(["attribute", "--method", "Saliency", "--out", str(f)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_attribute_setting_conflicts_are_one_line_exit_2(shapes_model, tmp_path, capsys):
+    out = tmp_path / "o"
+    base = ["attribute", "--method", "Saliency", "--out", str(out), "--n-images", "4"]
+    assert main([*base, "--no-progress"]) == 0
+    capsys.readouterr()
+    # resuming with other settings is refused by attribute_dataset (a ValueError): one line
+    assert main([*base, "--no-progress", "--chunk-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("captum-ext: error: out:") and err.count("\n") == 1, err
+    assert "other settings" in err and "Traceback" not in err

@@ -83,3 +83,34 @@ def test_calibrate_bad_arguments(args, needle, tmp_path, capsys):
 def test_calibrate_out_must_be_a_file(tmp_path, capsys):
     assert main(["calibrate", "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_calibrate_checks_its_output_before_any_work(tmp_path, capsys, monkeypatch):
+    import captum_ext.report.calibrate as calibrate_cmd
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the model was trained or loaded before --out was checked")
+
+    monkeypatch.setattr(calibrate_cmd, "train_once", no_work)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["calibrate", "--out", str(blocker / "cal.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("captum-ext: error: --out") and err.count("\n") == 1, err
+    assert "not a writable folder" in err and not (blocker.parent / "cal.pt").exists()
+
+
+def test_calibrate_says_when_n_ref_is_cut_to_the_split(shapes_model, tmp_path, capsys, monkeypatch):
+    from torch.utils.data import Subset
+
+    import captum_ext.report.calibrate as calibrate_cmd
+
+    real = calibrate_cmd.load_data
+    monkeypatch.setattr(
+        calibrate_cmd, "load_data", lambda *a, **k: Subset(real(*a, **k), range(40))
+    )
+    out = tmp_path / "z.pt"
+    assert main(["calibrate", "--out", str(out), "--n-ref", "500", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "--n-ref 500 is more than the 40 images of the test split" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["n_total"] == 40
