@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from captum_ext._io import safe_torch_load
+
 FORMS = (
     "torchvision:NAME (e.g. torchvision:resnet18), pkg.module:factory (a function or class "
     "returning an nn.Module) or a TorchScript / torch.export file"
@@ -245,7 +247,7 @@ def _load_weights(model: nn.Module, path: Path, name: str) -> None:
     if not path.is_file():
         raise ValueError(f"--weights {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = safe_torch_load(path)
     except Exception as e:  # corrupt file or refused pickle
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(\. |\n|$)", str(e))
         why = detail.group(1) if detail else _short(e)

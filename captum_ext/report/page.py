@@ -56,9 +56,9 @@ def methods_table(data: ReportData) -> str:
         for k in present:
             cells.append(fmt(cols[k].get(r.name)))
             classes.append("best" if r.name in best.get(k, ()) else "")
+        cells[0] = esc(cells[0])  # the name; the numbers come from fmt
         tds = "".join(
-            f"<td class='{c}'>{v if i else esc(v)}</td>" if c else f"<td>{v if i else esc(v)}</td>"
-            for i, (v, c) in enumerate(zip(cells, classes))
+            f"<td class='{c}'>{v}</td>" if c else f"<td>{v}</td>" for v, c in zip(cells, classes)
         )
         status = "ok" if r.error is None else "<b>failed</b>"
         rows.append(f"<tr>{tds}<td>{status}</td></tr>")

@@ -191,10 +191,15 @@ def run_methods(
     show_progress: bool = True,
     seed: int = 0,
     preset: str = PRESETS[0],
+    n_classes: int | None = None,
 ) -> list[MethodResult]:
-    """Run each method once on the whole batch, timing it; failures are recorded, not raised."""
-    with torch.no_grad():
-        n_classes = int(model(inputs[:1]).shape[-1])
+    """Run each method once on the whole batch, timing it; failures are recorded, not raised.
+
+    ``n_classes`` (the model's output size) is measured with one forward pass when None.
+    """
+    if n_classes is None:
+        with torch.no_grad():
+            n_classes = int(model(inputs[:1]).shape[-1])
     bar = progress(desc="methods", total=len(specs)) if show_progress else NullProgress()
     results = []
     try:
@@ -236,11 +241,13 @@ def score_methods(
     show_progress: bool = True,
     seed: int = 0,
     preset: str = PRESETS[0],
+    n_classes: int | None = None,
 ) -> None:
     """Fill each successful result's ``metrics`` with :func:`evaluate_attributions` scores.
 
     Max-sensitivity re-runs the method on perturbed inputs (:func:`sensitivity_samples` times);
-    a metric failure is recorded in ``error`` and does not stop the report.
+    a metric failure is recorded in ``error`` and does not stop the report. ``n_classes`` spares
+    each re-run a forward pass that measures the model's output size.
     """
     bar = progress(desc="metrics", total=len(specs)) if show_progress else NullProgress()
     try:
@@ -255,7 +262,7 @@ def score_methods(
                         target,
                         masks,
                         explain=lambda x, t, spec=spec: spec.run(
-                            model, x, t, quick, seed, preset=preset
+                            model, x, t, quick, seed, preset=preset, n_classes=n_classes
                         ),
                         multiply_by_inputs=bool(
                             getattr(spec.build(model), "multiplies_by_inputs", False)
@@ -284,12 +291,13 @@ def build_report_data(
     """Explain ``inputs`` with every spec (predicted class) and score the maps."""
     model = inputs.model
     with torch.no_grad():
-        predictions = model(inputs.images).argmax(1)
+        logits = model(inputs.images)
+    predictions, n_classes = logits.argmax(1), int(logits.shape[-1])
     n = len(inputs.images)
     log(f"Explaining {n} images with {len(specs)} methods (preset {preset}) ...")
     start = time.perf_counter()
     results = run_methods(
-        specs, model, inputs.images, predictions, quick, show_progress, seed, preset
+        specs, model, inputs.images, predictions, quick, show_progress, seed, preset, n_classes
     )
     seconds = {"methods": time.perf_counter() - start}
     log("Scoring the attributions (fidelity, infidelity, max-sensitivity, localisation) ...")
@@ -305,6 +313,7 @@ def build_report_data(
         show_progress,
         seed,
         preset,
+        n_classes,
     )
     seconds["metrics"] = time.perf_counter() - start
     return ReportData(inputs, predictions, results, preset, quick, seed, seconds)
