@@ -8,11 +8,15 @@ whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -73,8 +77,11 @@ class RankRun:
         device: torch.device | None,
         rank: int,
         world: int,
+        seed: int | None = None,
     ) -> None:
         self.method, self.source, self.out = method, source, out
+        self.seed = seed
+        self.takes_generator = seed is not None and _takes_generator(method)
         self.target, self.kwargs, self.device = target, kwargs, device
         self.n, self.chunk_size = manifest["n"], manifest["chunk_size"]
         self.fingerprint = manifest_fingerprint(manifest)
@@ -116,7 +123,8 @@ class RankRun:
             for (c, s, e), batch in zip(plan, loader):
                 if chunk is None or chunk.index != c:
                     chunk = _Chunk(c, *chunk_bounds(c, self.n, self.chunk_size))
-                self._attribute(chunk, batch, e - s)
+                with self._seeded(c, s, batch) as extra:
+                    self._attribute(chunk, batch, e - s, extra)
                 if e == chunk.stop:
                     self._save(chunk)
                 bar.update(e - s)
@@ -167,6 +175,36 @@ class RankRun:
             )
         return pending
 
+    @contextlib.contextmanager
+    def _seeded(self, chunk: int, start: int, batch: Any) -> Iterator[dict]:
+        """With a seed: the batch of ids ``start ..`` of ``chunk`` draws from its own streams.
+
+        The global torch RNG (CPU, and the inputs' CUDA device) is forked and seeded, and a
+        method whose ``attribute`` takes ``generator`` gets a fresh generator, both seeded by
+        ``(seed, chunk, start)``: a chunk recomputed on a resume or by another rank draws
+        exactly what it drew the first time, whatever ran before it. Yields the extra keyword
+        arguments of the batch's ``attribute`` call.
+        """
+        if self.seed is None:
+            yield {}
+            return
+        state = np.random.SeedSequence([self.seed, chunk, start]).generate_state(2, np.uint32)
+        batch_seed = int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits, fits manual_seed
+        device = _batch_device(batch) if self.device is None else self.device
+        cuda = []
+        if device.type == "cuda":
+            cuda = [torch.cuda.current_device() if device.index is None else device.index]
+        with torch.random.fork_rng(devices=cuda):
+            # (not torch.manual_seed: it would also reseed CUDA devices the fork does not restore)
+            torch.default_generator.manual_seed(batch_seed)
+            for index in cuda:
+                torch.cuda.default_generators[index].manual_seed(batch_seed)
+            yield (
+                {"generator": torch.Generator(device=device).manual_seed(batch_seed)}
+                if self.takes_generator
+                else {}
+            )
+
     def _inputs_and_target(self, batch: Any) -> tuple[Any, Any]:
         if isinstance(batch, Tensor):
             inputs, label = batch, _NO_LABEL
@@ -212,9 +250,9 @@ class RankRun:
                 target = target.to(self.device)
         return inputs, target
 
-    def _attribute(self, chunk: _Chunk, batch: Any, n: int) -> None:
+    def _attribute(self, chunk: _Chunk, batch: Any, n: int, extra: dict) -> None:
         inputs, target = self._inputs_and_target(batch)
-        result = self.method.attribute(inputs, target=target, **self.kwargs)
+        result = self.method.attribute(inputs, target=target, **self.kwargs, **extra)
         delta = None
         if self.with_delta:
             if not (isinstance(result, tuple) and len(result) == 2):
@@ -271,6 +309,28 @@ class RankRun:
             "deltas": torch.cat(chunk.deltas) if chunk.deltas else None,
         }
         atomic_torch_save(record, self.out / chunk_name(chunk.index))
+
+
+def _takes_generator(method: Any) -> bool:
+    """Whether ``method.attribute`` has a parameter named ``generator`` (not only ``**kwargs``)."""
+    try:
+        params = inspect.signature(method.attribute).parameters
+    except (TypeError, ValueError):
+        return False
+    param = params.get("generator")
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+
+
+def _batch_device(batch: Any) -> torch.device:
+    """The device of the first tensor of a collated batch (CPU if it holds none)."""
+    if isinstance(batch, Tensor):
+        return batch.device
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            found = _batch_device(item)
+            if found.type != "cpu":
+                return found
+    return torch.device("cpu")
 
 
 def _class_targets(target: Any, n: int) -> Tensor | None:

@@ -51,6 +51,7 @@ def attribute_dataset(
     attribute_kwargs: dict | None = None,
     chunk_size: int = 256,
     batch_size: int | None = None,
+    seed: int | None = None,
     device: torch.device | str | None = None,
     process_group: Any = None,
     distributed: bool | None = None,
@@ -92,10 +93,20 @@ def attribute_dataset(
             unchanged (so per-example tensors, e.g. baselines with N rows, do not fit; use
             ones that broadcast over a batch). Part of the run's fingerprint (tensors by their
             bytes, other values by ``repr``). With ``return_convergence_delta=True`` the
-            method must return ``(attributions, delta)``; deltas are saved too.
+            method must return ``(attributions, delta)``; deltas are saved too. A
+            ``torch.Generator`` is refused: shared by all batches, it would make a chunk's
+            draws depend on the chunks computed before it; use ``seed``.
         chunk_size: Examples per chunk file (the unit of saving and of resuming).
         batch_size: Examples per ``attribute`` call (default: the loader's, else 32). Batches
             never straddle two chunks.
+        seed: Makes a randomised method reproducible chunk by chunk. The call for the batch
+            starting at id ``s`` of chunk ``c`` runs with the global torch RNG (CPU and the
+            inputs' CUDA device) forked and seeded by ``(seed, c, s)``, and gets
+            ``generator=`` a fresh ``torch.Generator`` with that seed when ``method.attribute``
+            has a ``generator`` parameter. So a chunk recomputed on a resume, or by another
+            rank, equals the first computation, and the caller's RNG is untouched. A seeded
+            run records ``seed`` and ``batch_size`` in its manifest (the draws depend on how
+            ids are batched). ``None`` (default): the method draws as it does on its own.
         device: Move inputs and tensor targets there (default: leave them where the dataset
             puts them). Results are saved on CPU.
         process_group: Group to shard over (default: the default group).
@@ -110,7 +121,8 @@ def attribute_dataset(
     Raises:
         TypeError: ``method`` has no ``attribute``, ``data`` is not a map-style dataset (or a
             loader over one), or an argument has the wrong type.
-        ValueError: ``chunk_size`` or ``batch_size`` below 1, an empty dataset, ``out`` not a
+        ValueError: ``chunk_size`` or ``batch_size`` below 1, a negative ``seed``, a
+            ``generator`` in ``attribute_kwargs`` (use ``seed``), an empty dataset, ``out`` not a
             writable folder or holding a run with other settings, ``target="label"`` for
             items without a label, attributions that are non-finite or lack the batch
             dimension.
@@ -134,6 +146,7 @@ def attribute_dataset(
     chunk_size = _positive_int("chunk_size", chunk_size)
     source = _source(data, batch_size)
     kwargs = _attribute_kwargs(attribute_kwargs)
+    seed = _seed(seed)
     _check_target(target)
     device = _device(device)
     if not isinstance(out, (str, os.PathLike)):
@@ -150,6 +163,8 @@ def attribute_dataset(
         "target": _target_spec(target),
         "attribute_kwargs": {k: value_fingerprint(v) for k, v in sorted(kwargs.items())},
     }
+    if seed is not None:  # (absent otherwise, so unseeded runs keep their fingerprint)
+        manifest.update(seed=seed, batch_size=source.batch_size)
     ctx = get_context(process_group, distributed)
     rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world_size)
     with agree(ctx, "attribute_dataset (preparing out)"):
@@ -157,7 +172,7 @@ def attribute_dataset(
             _prepare_out(out, manifest)
     with agree(ctx, "attribute_dataset"):
         _check_manifest(out, manifest)
-        run = RankRun(method, source, out, manifest, target, kwargs, device, rank, world)
+        run = RankRun(method, source, out, manifest, target, kwargs, device, rank, world, seed)
         with eval_mode(method):  # the model behind the method, flags restored afterwards
             run.run(show_progress)
     with agree(ctx, "attribute_dataset (writing the index)"):
@@ -221,7 +236,25 @@ def _attribute_kwargs(attribute_kwargs: dict | None) -> dict:
                 f"attribute_kwargs must not contain {reserved!r}: "
                 + ("inputs come from data" if reserved == "inputs" else "use target= instead")
             )
+    for key, value in attribute_kwargs.items():
+        if isinstance(value, torch.Generator):
+            raise ValueError(
+                f"attribute_kwargs[{key!r}] is a torch.Generator: shared by every batch, it makes "
+                "a chunk's draws depend on the chunks computed before it, so a resumed run or "
+                "another rank would draw differently. Pass seed=... instead: each batch then "
+                "gets a generator seeded by (seed, chunk, first id)"
+            )
     return dict(attribute_kwargs)
+
+
+def _seed(seed: Any) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int >= 0 or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return seed
 
 
 def _check_target(target: Any) -> None:

@@ -53,7 +53,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--preset", default=PRESETS[0], choices=PRESETS, help="the report's method presets"
     )
     att.add_argument("--quick", action="store_true", help="the report's lighter settings")
-    att.add_argument("--seed", type=int, default=0, help="seed of randomised methods")
+    att.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of randomised methods: each batch draws from (seed, chunk, first id), so a "
+        "resumed or distributed run equals one run",
+    )
 
     add_benchmark_options(att)
 
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
             raise usage_error(f"{flag} must be at least 1, got {value}")
     if args.batch_size < 1:
         raise usage_error(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise usage_error(f"--seed must be at least 0, got {args.seed}")
     check_out_folder(args.out, usage_error)
     device = setup_distributed(args.device, usage_error)
     try:
@@ -89,8 +97,6 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
         with torch.no_grad():
             n_classes = int(model(sample[:1]).shape[-1])
         kwargs = resolve_kwargs(spec, sample, args.quick, preset=args.preset, n_classes=n_classes)
-        if spec.seeded:
-            kwargs["generator"] = torch.Generator(device=device).manual_seed(args.seed)
         start = time.perf_counter()
         try:
             shards = attribute_dataset(
@@ -100,6 +106,7 @@ def run(args: argparse.Namespace, usage_error: type) -> int:
                 attribute_kwargs=kwargs,
                 chunk_size=args.chunk_size,
                 batch_size=args.batch_size,
+                seed=args.seed,
                 device=device,
                 show_progress=not args.no_progress and (ctx is None or ctx.rank == 0),
             )

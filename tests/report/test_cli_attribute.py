@@ -52,11 +52,16 @@ def test_attribute_equals_the_registry_method_and_resumes(shapes_model, tmp_path
 
 
 def test_attribute_under_torchrun_equals_one_process(shapes_model, tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert main(_cli(one, "CAFO")) == 0
+    """SmoothGrad draws noise: two processes give one process's maps only because every batch
+    draws from (seed, chunk, first id), not from a stream shared across chunks (issue 15, 9)."""
+    one, two, other = tmp_path / "one", tmp_path / "two", tmp_path / "other"
+    assert main(_cli(one, "SmoothGrad", "--quick")) == 0
+    assert main(_cli(other, "SmoothGrad", "--quick", "--seed", "1")) == 0
+    maps = AttributionShards(one).load()
+    assert (maps - AttributionShards(other).load()).abs().max() > 1e-3  # the seed matters
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "captum_ext", *_cli(two, "CAFO"),
+        "-m", "captum_ext", *_cli(two, "SmoothGrad", "--quick"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,7 +69,7 @@ def test_attribute_under_torchrun_equals_one_process(shapes_model, tmp_path):
     assert len(lines) == 1 and lines[0]["world_size"] == 2
     index = json.loads((two / "index.json").read_text())
     assert index["world_size"] == 2
-    torch.testing.assert_close(AttributionShards(two).load(), AttributionShards(one).load())
+    assert torch.equal(AttributionShards(two).load(), maps)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,7 @@ def test_attribute_under_torchrun_equals_one_process(shapes_model, tmp_path):
         (["--method", "Saliency", "--batch-size", "0"], "--batch-size"),
         (["--method", "Saliency", "--split", "val"], "--split"),
         (["--method", "Saliency", "--device", "tpu"], "--device"),
+        (["--method", "Saliency", "--seed", "-1"], "--seed"),
     ],
 )
 def test_attribute_bad_arguments(extra, needle, tmp_path, capsys):
