@@ -102,6 +102,13 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(model, torch.jit.ScriptModule):
+            raise TypeError(
+                "model must be an eager nn.Module, got a TorchScript module: ParameterSaliency "
+                "finds filters by layer type and takes per-example parameter gradients with "
+                "torch.func and hooks, which scripted modules do not support; pass the model "
+                "before torch.jit.script / torch.jit.trace"
+            )
         if layers is not None and not isinstance(layers, (nn.Module, list, tuple)):
             raise TypeError(
                 f"layers must be a module, a list of modules or None, got {type(layers).__name__}"
