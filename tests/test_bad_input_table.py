@@ -17,6 +17,7 @@ import pytest
 import torch
 from captum.attr import Saliency
 from small_nets import bn_dropout_net
+from test_captum_contract import REGISTRY
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, ParameterSaliency, RelEx
 from captum_ext.metrics import (
@@ -178,6 +179,39 @@ _rows(
     ],
 )  # fmt: skip
 
+# Every registered attribution class (tests/test_captum_contract.py) x the generic bad inputs.
+INF = X.clone()
+INF[0, 1, 3, 3] = float("inf")
+GENERIC: list[tuple[str, dict, type, str]] = [
+    ("inf", {"inputs": INF}, ValueError, "inputs"),
+    ("empty", {"inputs": X[:0], "target": Y[:0]}, ValueError, "inputs"),
+    ("list-inputs", {"inputs": [X]}, TypeError, "inputs"),
+    ("numpy-inputs", {"inputs": X.numpy()}, TypeError, "inputs"),
+    ("tuple-batch-mismatch", {"inputs": (X, X[:1])}, ValueError, "inputs"),
+    ("target-short-list", {"target": [0]}, ValueError, "target"),
+    ("target-float-tensor", {"target": torch.tensor([0.0, 1.0])}, ValueError, "target"),
+    ("target-2d-tensor", {"target": torch.zeros(2, 1, dtype=torch.long)}, ValueError, "target"),
+    ("target-str", {"target": "1"}, ValueError, "target"),
+    ("target-negative-tensor", {"target": torch.tensor([0, -1])}, ValueError, "target"),
+    ("target-out-of-range-list", {"target": [0, 7]}, ValueError, "target"),
+]
+
+
+def _generic_call(entry_name: str, args: dict) -> Callable[[], Any]:
+    def call() -> Any:
+        entry = REGISTRY[entry_name]
+        kwargs = {**entry.kwargs, "target": args.get("target", Y)}
+        return entry.build(M).attribute(args.get("inputs", X), **kwargs)
+
+    return call
+
+
+for entry_name in sorted(REGISTRY):
+    _rows(
+        f"registry-{entry_name}",
+        [(case, _generic_call(entry_name, args), err, arg) for case, args, err, arg in GENERIC],
+    )
+
 
 @pytest.mark.parametrize("call, error, name", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
 def test_bad_input_gives_a_clear_error_naming_the_argument(
@@ -192,4 +226,4 @@ def test_bad_input_gives_a_clear_error_naming_the_argument(
 
 def test_the_table_is_large_and_its_rows_are_distinct() -> None:
     ids = [r[0] for r in ROWS]
-    assert len(ids) == len(set(ids)) and len(ids) >= 100
+    assert len(ids) == len(set(ids)) and len(ids) >= 100 + len(REGISTRY) * len(GENERIC)

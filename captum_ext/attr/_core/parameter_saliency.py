@@ -33,7 +33,7 @@ from captum_ext._compat import (
 )
 from captum_ext._distributed import DistContext, agree, get_context
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture
+from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
     LossFn,
@@ -200,7 +200,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         show_progress: bool = False,
     ) -> Tensor:
         """All selected filters' raw profiles as one ``(N, n_filters)`` tensor (flat order)."""
-        inputs = _format_tensor_into_tuples(inputs)
+        inputs = format_inputs(inputs)
         afa = _format_additional_forward_args(additional_forward_args)
         n = _batch_size(inputs)
         chunk = _chunk(internal_batch_size, n)

@@ -22,7 +22,6 @@ from captum_ext._compat import (
     _expand_additional_forward_args,
     _format_additional_forward_args,
     _format_output,
-    _format_tensor_into_tuples,
     _is_tuple,
     _run_forward,
     _select_targets,
@@ -31,7 +30,7 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture
+from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.map_checks import warn_if_degenerate
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
@@ -194,7 +193,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             TypeError: Non-floating inputs or a generator of the wrong type.
         """
         is_tuple = _is_tuple(inputs)
-        inputs_t = _format_tensor_into_tuples(inputs)
+        inputs_t = format_inputs(inputs)
         additional_forward_args = _format_additional_forward_args(additional_forward_args)
         _check_inputs(inputs_t)
         if preset not in PRESETS:

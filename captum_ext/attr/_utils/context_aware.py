@@ -21,14 +21,13 @@ from captum_ext._compat import (
     NullProgress,
     _format_additional_forward_args,
     _format_output,
-    _format_tensor_into_tuples,
     _is_tuple,
     _run_forward,
     progress,
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture
+from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.hvp import check_logits
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn_if_degenerate
 from captum_ext.attr._utils.sparsity import (
@@ -158,7 +157,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         generator: torch.Generator | None,
     ) -> dict[str, Any]:
         is_tuple = _is_tuple(inputs)
-        tensors = _format_tensor_into_tuples(inputs)
+        tensors = format_inputs(inputs)
         if not tensors or not all(isinstance(t, Tensor) for t in tensors):
             raise TypeError("inputs must be a Tensor or a tuple of Tensors")
         n = tensors[0].shape[0] if tensors[0].dim() > 0 else 0

@@ -1,4 +1,4 @@
-"""The one piece of the Captum contract that Captum's base classes leave to each method.
+"""Pieces of the Captum contract that Captum's base classes leave to each method.
 
 Captum's ``Attribution`` already answers ``has_convergence_delta() -> False`` and (outside
 ``PerturbationAttribution``) ``multiplies_by_inputs -> False``; what it does not provide is an
@@ -8,6 +8,10 @@ Captum's ``Attribution`` already answers ``has_convergence_delta() -> False`` an
 from __future__ import annotations
 
 from typing import Any, NoReturn
+
+from torch import Tensor
+
+from captum_ext._compat import _format_tensor_into_tuples
 
 
 class NoAttributeFuture:
@@ -23,3 +27,28 @@ class NoAttributeFuture:
         raise NotImplementedError(
             f"attribute_future is not implemented for {self.get_name()}"  # type: ignore[attr-defined]
         )
+
+
+def format_inputs(inputs: Any) -> tuple[Tensor, ...]:
+    """Captum's ``_format_tensor_into_tuples`` with a ``TypeError`` naming ``inputs``.
+
+    Captum's helper asserts (an ``AssertionError`` that ``python -O`` even removes); every
+    captum-ext method formats its inputs here instead.
+
+    Raises:
+        TypeError: ``inputs`` is not a tensor or a tuple of tensors (a list or a NumPy array,
+            for example).
+    """
+    if isinstance(inputs, tuple):
+        bad = [type(x).__name__ for x in inputs if not isinstance(x, Tensor)]
+        if bad or not inputs:
+            raise TypeError(
+                "inputs must be a tensor or a non-empty tuple of tensors, got a tuple holding "
+                f"{', '.join(bad) or 'nothing'}"
+            )
+    elif not isinstance(inputs, Tensor):
+        hint = " (convert it with torch.as_tensor)" if hasattr(inputs, "__array__") else ""
+        raise TypeError(
+            f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}{hint}"
+        )
+    return _format_tensor_into_tuples(inputs)

@@ -22,7 +22,6 @@ from captum_ext._compat import (
     _expand_additional_forward_args,
     _expand_target,
     _format_additional_forward_args,
-    _format_tensor_into_tuples,
     _is_tuple,
     _run_forward,
     _select_targets,
@@ -30,7 +29,7 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import check_output_target
-from captum_ext.attr._utils.contract import NoAttributeFuture
+from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.grid import (
     apply_D,
     apply_Dt,
@@ -124,7 +123,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             ``(is_tuple, inputs as a tuple, grids, statistics)``.
         """
         is_tuple = _is_tuple(inputs)
-        tensors = _format_tensor_into_tuples(inputs)
+        tensors = format_inputs(inputs)
         grids = self._check_common(tensors, cfg)
         with eval_mode(self.forward_func):
             stats = self._statistics(tensors, target, additional_forward_args, cfg, grids)
