@@ -22,6 +22,7 @@ Reference:
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, NamedTuple
 
@@ -30,6 +31,13 @@ from torch import Tensor
 
 from captum_ext._distributed import DistContext, agree, all_gather_rows
 from captum_ext.calibration._base import Calibration, register_kind
+from captum_ext.calibration._state_checks import (
+    bad_file,
+    require_keys,
+    state_float,
+    state_int,
+    state_tensor,
+)
 from captum_ext.calibration.distributed import (
     agreed_dtype,
     gather_slices,
@@ -38,7 +46,10 @@ from captum_ext.calibration.distributed import (
 )
 from captum_ext.calibration.gpd import fit_gpd, gpd_tail_prob
 from captum_ext.calibration.running_stats import RunningMoments, RunningTopK, n_exceed
-from captum_ext.calibration.zscore import STD_FLOOR
+from captum_ext.calibration.zscore import STD_FLOOR, check_moments_state
+
+#: The keys of a saved POT state besides the moments (``reference`` is optional).
+POT_KEYS = ("level", "min_peaks", "spot_compat", "threshold", "xi", "sigma", "n_peaks")
 
 
 class POTScore(NamedTuple):
@@ -317,6 +328,33 @@ class POTCalibration(Calibration):
         if self.keep_reference:
             state["reference"] = self.reference.cpu()
         return state
+
+    @classmethod
+    def _check_state(
+        cls, state: dict[str, Any], n_filters: int, n_total: int, path: str | os.PathLike
+    ) -> None:
+        """Check a saved POT state against what :meth:`finalize` can write.
+
+        ``level`` in (0, 1), ``min_peaks >= 1``, ``spot_compat`` 0 or 1; per filter a finite
+        ``threshold`` and ``xi``, ``sigma > 0`` (filters without peaks keep ``xi = 0``,
+        ``sigma = 1``: the fit never writes NaN or inf) and ``0 <= n_peaks < n_total``; the
+        moments (see :func:`~captum_ext.calibration.zscore.check_moments_state`); and, if kept,
+        the finite ``reference`` profiles ``(n_filters, n_total)``.
+        """
+        require_keys(state, POT_KEYS, path)
+        state_float(state, "level", path, 0.0, 1.0)
+        state_int(state, "min_peaks", path, minimum=1)
+        if state_int(state, "spot_compat", path) not in (0, 1):
+            raise bad_file(path, f"'spot_compat' must be 0 or 1, got {state['spot_compat']}")
+        check_moments_state(state, n_filters, n_total, path)
+        state_tensor(state, "threshold", path, (n_filters,))
+        state_tensor(state, "xi", path, (n_filters,))
+        state_tensor(state, "sigma", path, (n_filters,), positive=True)
+        peaks = state_tensor(state, "n_peaks", path, (n_filters,), floating=False, minimum=0)
+        if bool((peaks >= n_total).any()):
+            raise bad_file(path, f"'n_peaks' has values >= n_total={n_total}")
+        if "reference" in state:
+            state_tensor(state, "reference", path, (n_filters, n_total))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the fitted state written by :meth:`state_dict`."""

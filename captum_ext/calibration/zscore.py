@@ -11,6 +11,7 @@ Reference:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -18,11 +19,32 @@ from torch import Tensor
 
 from captum_ext._distributed import DistContext
 from captum_ext.calibration._base import Calibration, register_kind
+from captum_ext.calibration._state_checks import bad_file, require_keys, state_int, state_tensor
 from captum_ext.calibration.distributed import merge_moments
 from captum_ext.calibration.running_stats import RunningMoments
 
 #: A reference standard deviation at or below this is treated as 1 (as Levin et al.'s code does).
 STD_FLOOR = 1e-14
+
+#: The keys of the saved moments (``count``, per-filter ``mean`` and ``m2``).
+MOMENT_KEYS = ("count", "mean", "m2")
+
+
+def check_moments_state(
+    state: dict[str, Any], n_filters: int, n_total: int, path: str | os.PathLike
+) -> None:
+    """Check saved moments: ``count >= 2`` equal to ``n_total``, finite ``mean``, ``m2 >= 0``.
+
+    Raises:
+        ValueError: Naming ``path`` and the problem (a missing key, a wrong type, shape or
+            dtype, non-finite values, a count that is not the reference size).
+    """
+    require_keys(state, MOMENT_KEYS, path)
+    count = state_int(state, "count", path, minimum=2)
+    if count != n_total:
+        raise bad_file(path, f"'count' is {count} but 'n_total' is {n_total}")
+    state_tensor(state, "mean", path, (n_filters,))
+    state_tensor(state, "m2", path, (n_filters,), minimum=0.0)
 
 
 def order_filters(
@@ -150,6 +172,13 @@ class ZScoreCalibration(Calibration):
             "mean": self.moments.mean.cpu(),
             "m2": self.moments.m2.cpu(),
         }
+
+    @classmethod
+    def _check_state(
+        cls, state: dict[str, Any], n_filters: int, n_total: int, path: str | os.PathLike
+    ) -> None:
+        """Check the saved moments (see :func:`check_moments_state`)."""
+        check_moments_state(state, n_filters, n_total, path)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the fitted state written by :meth:`state_dict`."""
