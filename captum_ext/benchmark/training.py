@@ -6,7 +6,9 @@ dataset option or cache format retrains instead of loading stale weights. Files 
 atomically and loaded with ``weights_only=True``.
 
 The cache folder is ``$CAPTUM_EXT_CACHE`` if set, else ``$XDG_CACHE_HOME/captum-ext`` (default
-``~/.cache/captum-ext``).
+``~/.cache/captum-ext``). A cache file that cannot be used (truncated, empty, not a dict, missing
+``state_dict`` or ``info``, weights that do not fit the network) is reported in one
+``UserWarning`` naming it and the problem, and the model is retrained and the file rewritten.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +268,11 @@ def train(
     Returns:
         A :class:`TrainedModel` whose ``model`` is in eval mode.
 
+    Warns:
+        UserWarning: The cache file exists but cannot be used (truncated, empty, not a dict,
+            missing ``state_dict`` or ``info``, weights that do not fit the network): the model
+            is retrained, with the same weights as a first training, and the file rewritten.
+
     Examples:
         >>> trained = train("small_cnn", "shapes")  # ~1 min on 2 cores the first time
         >>> trained.info["test_accuracy"] > 0.9
@@ -282,16 +290,51 @@ def train(
         return _train_or_load(config, force)
 
 
+def _load_cached(net: nn.Module, path: Path) -> dict:
+    """Load the cache file ``path`` into ``net``; returns its ``info``.
+
+    Raises:
+        ValueError: The problem (the caller names the file): it cannot be read, is not a dict,
+            lacks ``state_dict`` or ``info``, or its weights do not fit ``net``.
+    """
+    try:
+        payload = safe_torch_load(path)
+    except Exception as err:  # noqa: BLE001 - truncated, empty, text: torch.load's errors vary
+        raise ValueError(
+            f"it cannot be read by torch.load(weights_only=True): {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"it holds a {type(payload).__name__}, not a dict")
+    for key in ("state_dict", "info"):
+        if not isinstance(payload.get(key), dict):
+            raise ValueError(f"its {key!r} entry is missing or not a dict")
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"its state_dict does not fit the network: {err}") from err
+    return dict(payload["info"])
+
+
 def _train_or_load(config: TrainConfig, force: bool) -> TrainedModel:
     """:func:`train` for a checked ``config``; runs inside :func:`train`'s seeded RNG fork."""
     train_data = load_data(config, "train")
     net = _build(config, train_data.in_channels, train_data.num_classes)
     path = cache_dir() / f"{config.model}-{config.dataset}-{config.key()[:20]}.pt"
     if path.exists() and not force:
-        payload = safe_torch_load(path)
-        net.load_state_dict(payload["state_dict"])
-        net.eval()
-        return TrainedModel(net, config, dict(payload["info"]), True, path)
+        try:
+            info = _load_cached(net, path)
+        except ValueError as err:
+            warnings.warn(
+                f"model cache file {path} is damaged ({err}); retraining {config.model} on "
+                f"{config.dataset} and rewriting the file",
+                UserWarning,
+                stacklevel=3,
+            )
+            # load_state_dict may have copied some weights before failing: start afresh
+            net = _build(config, train_data.in_channels, train_data.num_classes)
+        else:
+            net.eval()
+            return TrainedModel(net, config, info, True, path)
 
     start = time.perf_counter()
     stages = [
