@@ -6,6 +6,14 @@ by the rank that owns the chunk) and ``index.json``, written last, once every ch
 Chunk files are plain tensors and containers, loadable with ``torch.load(weights_only=True)``.
 Each carries the fingerprint of the manifest it was computed under, so a chunk from other
 settings is never mistaken for a finished one.
+
+``index.json`` lists every chunk with its ids ``[start, stop)``, its file name and the
+``sha256`` of the file's bytes. The reader trusts none of it blindly: the entries must be exactly
+chunks ``0 .. ceil(n / chunk_size) - 1`` in order, with the bounds of :func:`chunk_bounds` (so
+the ids ``0 .. n - 1`` are covered once) and the names of :func:`chunk_name` (so no path leads
+out of the folder), and each chunk file must match its checksum when it is first read. Resuming
+a finished run keeps its index until the new one replaces it (atomically, at the end); a chunk
+file rewritten meanwhile no longer matches the old index's checksum and is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +39,25 @@ INDEX = "index.json"
 TensorOrTuple = Union[Tensor, tuple[Tensor, ...]]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: The keys of ``index.json`` and their types (an ``int`` is never a ``bool``).
+INDEX_TYPES: dict[str, Any] = {
+    "n": int,
+    "chunk_size": int,
+    "fingerprint": str,
+    "method": str,
+    "is_tuple": bool,
+    "shapes": list,
+    "dtypes": list,
+    "has_targets": bool,
+    "has_deltas": bool,
+    "world_size": int,
+    "elapsed_s": (int, float),
+    "chunks": list,
+}
+#: The keys of each chunk entry of ``index.json``.
+CHUNK_KEYS = ("chunk", "file", "start", "stop", "sha256")
 
 
 def chunk_name(chunk: int) -> str:
@@ -41,6 +68,81 @@ def chunk_name(chunk: int) -> str:
 def chunk_bounds(chunk: int, n: int, chunk_size: int) -> tuple[int, int]:
     """Ids ``[start, stop)`` covered by chunk ``chunk`` of a dataset of ``n`` examples."""
     return chunk * chunk_size, min((chunk + 1) * chunk_size, n)
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """``sha256`` of a file's bytes, read in blocks of ``block`` bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for data in iter(lambda: f.read(block), b""):
+            h.update(data)
+    return h.hexdigest()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def index_problem(index: dict) -> str | None:
+    """Why a loaded ``index.json`` (format and version checked) is not valid (``None``: it is).
+
+    Checks that every key of :data:`INDEX_TYPES` is there with its type, that ``n`` and
+    ``chunk_size`` are positive, and that ``chunks`` holds exactly the entries of chunks
+    ``0 .. ceil(n / chunk_size) - 1`` in order (see :func:`chunk_entry_problem`).
+    """
+    for key, kind in INDEX_TYPES.items():
+        if key not in index:
+            return f"missing key {key!r}"
+        value = index[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key!r} has the wrong type ({type(value).__name__})"
+    n, size, chunks = index["n"], index["chunk_size"], index["chunks"]
+    if n < 1 or size < 1:
+        return f"'n' and 'chunk_size' must be >= 1, got n={n}, chunk_size={size}"
+    expected = -(-n // size)
+    if len(chunks) != expected:
+        return (
+            f"it lists {len(chunks)} chunks, but n={n} ids in chunks of {size} make {expected} "
+            f"(chunks 0..{expected - 1}, each id once)"
+        )
+    for c, entry in enumerate(chunks):
+        problem = chunk_entry_problem(entry, c, n, size)
+        if problem is not None:
+            return f"chunk entry {c}: {problem}"
+    return None
+
+
+def chunk_entry_problem(entry: Any, chunk: int, n: int, chunk_size: int) -> str | None:
+    """Why ``entry`` is not the index entry of chunk ``chunk`` (``None``: it is).
+
+    The entry must hold :data:`CHUNK_KEYS`: ``chunk`` equal to its position, ``start`` and
+    ``stop`` equal to :func:`chunk_bounds`, ``file`` equal to :func:`chunk_name` (a bare name
+    in the folder: no ``../``, no absolute path) and ``sha256`` 64 lowercase hex digits.
+    """
+    if not isinstance(entry, dict):
+        return f"not a dict ({type(entry).__name__})"
+    for key in CHUNK_KEYS:
+        if key not in entry:
+            if key == "sha256":
+                return (
+                    "no 'sha256' checksum (an index written before checksums were stored): "
+                    "call attribute_dataset again with the same arguments to rewrite the index"
+                )
+            return f"missing key {key!r}"
+    if not _is_int(entry["chunk"]) or entry["chunk"] != chunk:
+        return f"is chunk {entry['chunk']!r}, expected {chunk} (chunks must be listed in order)"
+    start, stop = chunk_bounds(chunk, n, chunk_size)
+    got = (entry["start"], entry["stop"])
+    if not all(_is_int(v) for v in got) or got != (start, stop):
+        return f"covers ids [{got[0]!r}, {got[1]!r}), chunk {chunk} of n={n} is [{start}, {stop})"
+    if entry["file"] != chunk_name(chunk):
+        return (
+            f"file {entry['file']!r} is not {chunk_name(chunk)!r} (chunk files are named by "
+            "chunk, inside the results folder)"
+        )
+    if not isinstance(entry["sha256"], str) or not _SHA256.match(entry["sha256"]):
+        return f"'sha256' is not 64 lowercase hex digits: {entry['sha256']!r}"
+    return None
 
 
 def tensor_digest(t: Tensor) -> str:
@@ -160,14 +262,20 @@ class AttributionShards:
     """Read the results of :func:`~captum_ext.evaluation.attribute_dataset` from a folder.
 
     Only a finished run can be read: ``index.json`` is written after every chunk is saved and
-    checked. Every chunk is checked again on reading (ids, fingerprint of the run's settings).
+    checked. The index is validated on opening (every key and type; chunks ``0 .. C - 1`` in
+    order with the ids of :func:`chunk_bounds`, so each id once; file names of
+    :func:`chunk_name`, which resolve inside ``out``; a ``sha256`` per chunk). Every chunk is
+    checked again on reading: its bytes against the checksum (once per file in this reader,
+    again if the file changed since), then ids and the fingerprint of the run's settings.
 
     Args:
         out: The results folder given to ``attribute_dataset``.
 
     Raises:
         ValueError: ``out`` has no ``index.json`` (the run did not finish, or this is not a
-            results folder) or holds files of another format or of another run.
+            results folder), an ``index.json`` that is not valid (the message names it and
+            the problem), or files of another format or of another run; on reading, a chunk
+            file whose checksum differs from the index's ("checksum mismatch").
 
     Examples:
         >>> shards = AttributionShards("runs/ig-val")
@@ -198,7 +306,43 @@ class AttributionShards:
                 f"out: {path} is not an index of attribute_dataset version {VERSION} "
                 f"(format {index.get('format') if isinstance(index, dict) else None!r})"
             )
+        problem = index_problem(index)
+        if problem is not None:
+            raise ValueError(f"out: {path} is not a valid index of attribute_dataset: {problem}")
+        self._check_inside(path, index["chunks"])
         self.index: dict = index
+        #: ``chunk -> (inode, size, mtime)`` of the chunk files whose checksum was verified.
+        self._verified: dict[int, tuple[int, int, int]] = {}
+
+    def _check_inside(self, index_path: Path, chunks: list[dict]) -> None:
+        """ValueError if a listed chunk file resolves outside ``out`` (e.g. a symbolic link)."""
+        folder = self.out.resolve()
+        for entry in chunks:
+            resolved = (self.out / entry["file"]).resolve()
+            if not resolved.is_relative_to(folder):
+                raise ValueError(
+                    f"out: {index_path} lists {entry['file']}, which resolves to {resolved}, "
+                    f"outside the results folder {folder}: refusing to read it"
+                )
+
+    def _check_checksum(self, entry: dict, path: Path) -> None:
+        """ValueError unless ``path`` has the index's ``sha256``; verified once per file."""
+        try:
+            st = path.stat()
+            signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if self._verified.get(entry["chunk"]) == signature:
+                return
+            digest = file_sha256(path)
+        except OSError as err:
+            raise ValueError(f"out: cannot read {path} ({type(err).__name__}: {err})") from err
+        if digest != entry["sha256"]:
+            raise ValueError(
+                f"out: {path}: checksum mismatch (sha256 {digest[:16]}..., {INDEX} records "
+                f"{entry['sha256'][:16]}...): the file was replaced after the index was "
+                "written; call attribute_dataset again with the same arguments to recompute "
+                "or re-index it"
+            )
+        self._verified[entry["chunk"]] = signature
 
     def __len__(self) -> int:
         return int(self.index["n"])
@@ -221,6 +365,7 @@ class AttributionShards:
 
     def _read(self, entry: dict, lazy: bool = False) -> dict:
         path = self.out / entry["file"]
+        self._check_checksum(entry, path)
         try:
             data = load_chunk_lazily(path) if lazy else safe_torch_load(path)
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way

@@ -34,6 +34,7 @@ from captum_ext.evaluation.attribution_shards import (
     chunk_bounds,
     chunk_name,
     chunk_problem,
+    file_sha256,
     load_chunk_lazily,
     manifest_differences,
     manifest_fingerprint,
@@ -303,10 +304,12 @@ def _read_json(path: Path) -> Any:
 
 
 def _prepare_out(out: Path, manifest: dict) -> None:
-    """Rank 0: create ``out``, check or write the manifest, drop a stale index and temp files.
+    """Rank 0: create ``out``, check or write the manifest, drop stale temp files.
 
     Only temporary files of dead writers are removed (see :mod:`captum_ext._io`): another run
-    saving into the same folder keeps its own.
+    saving into the same folder keeps its own. The index of a finished run that is resumed is
+    kept, for readers that may be using it: :func:`_write_index` replaces it atomically at the
+    end, and its checksums make a reader refuse a chunk file rewritten meanwhile.
     """
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a folder, {out} is a file")
@@ -321,7 +324,6 @@ def _prepare_out(out: Path, manifest: dict) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(manifest, indent=1, sort_keys=True), manifest_path)
-        index_path.unlink(missing_ok=True)  # the index is rewritten last, when all is done
         remove_stale_temp_files(out, _is_folder_temp)
     except OSError as err:
         raise ValueError(f"out: cannot write to the results folder {out} ({err})") from err
@@ -349,7 +351,10 @@ def _check_manifest(out: Path, manifest: dict) -> None:
 
 
 def _write_index(out: Path, manifest: dict, world: int, elapsed: float) -> None:
-    """Rank 0, after every rank finished: check the chunk files, then write ``index.json``."""
+    """Rank 0, after every rank finished: check the chunk files, then write ``index.json``.
+
+    Each chunk entry records the ``sha256`` of its file's bytes, which the reader verifies.
+    """
     n, size = manifest["n"], manifest["chunk_size"]
     fingerprint = manifest_fingerprint(manifest)
     counts = torch.zeros(n, dtype=torch.long)
@@ -380,7 +385,15 @@ def _write_index(out: Path, manifest: dict, world: int, elapsed: float) -> None:
         layout = this
         has_targets &= data["targets"] is not None
         has_deltas &= data["deltas"] is not None
-        entries.append({"chunk": c, "file": chunk_name(c), "start": start, "stop": stop})
+        try:
+            digest = file_sha256(path)
+        except OSError as err:
+            raise RuntimeError(
+                f"attribute_dataset: chunk file {path} became unreadable while it was indexed "
+                f"({type(err).__name__}: {err}); was it removed meanwhile?"
+            ) from err
+        entry = {"chunk": c, "file": chunk_name(c), "start": start, "stop": stop}
+        entries.append({**entry, "sha256": digest})
     if not bool((counts == 1).all()):
         raise RuntimeError(
             f"attribute_dataset: the chunk files hold {int((counts == 0).sum())} ids never and "
