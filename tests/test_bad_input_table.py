@@ -113,6 +113,8 @@ _rows(
         ("lr-nan", lambda: RelEx(M).attribute(X, target=Y, lr=float("nan")), ValueError, "lr"),
         ("momentum-one", lambda: RelEx(M).attribute(X, target=Y, momentum=1.0), ValueError, "momentum"),
         ("lambda1-neg", lambda: RelEx(M).attribute(X, target=Y, lambda1=-1.0), ValueError, "lambda1"),
+        ("temperature-zero", lambda: RelEx(M).attribute(X, target=Y, temperature=0.0), ValueError, "temperature"),
+        ("temperature-str", lambda: RelEx(M).attribute(X, target=Y, temperature="hot"), ValueError, "temperature"),
         ("target-neg", lambda: RelEx(M).attribute(X, target=-1, n_iter=1), ValueError, "target"),
         ("target-big", lambda: RelEx(M).attribute(X, target=3, n_iter=1), ValueError, "target"),
     ],
