@@ -37,3 +37,29 @@ def test_default_relex_localises_the_object(shapes_model, shapes_32_correct, sat
     assert energy.mean() >= 1.5 * area.mean(), (energy, area)
     ig = IntegratedGradients(model).attribute(images, target=labels, n_steps=50).abs()
     assert pointing_game(relex, masks).mean() >= pointing_game(ig, masks).mean()
+
+
+def _line_peak(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per image: the largest mean of a row or column that does not cross the object, over the
+    map's mean (a stripe along a border scores 2-3; a clean background about 1)."""
+    peaks = []
+    for a, obj in zip(maps.abs().sum(1), masks):
+        a = a / a.mean()
+        lines = [a.mean(1)[~obj.any(1)], a.mean(0)[~obj.any(0)]]
+        peaks.append(max(float(v.max()) for v in lines if v.numel()))
+    return torch.tensor(peaks)
+
+
+def test_default_baseline_removes_the_border_stripes_of_deleting_to_black(
+    shapes_model, shapes_32_correct
+) -> None:
+    """Deleting to 0 draws dark edges into the masked copies and the masks pick up stripes
+    along the image borders that Saliency, IG and Occlusion do not show; the default deletes to
+    each image's mean colour (measured on 12 images: line peak 1.76 -> 1.52, 2.9 -> 1.8 on the
+    worst)."""
+    model = shapes_model.model.eval()
+    images, labels, masks = (t[:N_IMAGES] for t in shapes_32_correct)
+    default = RelEx(model).attribute(images, target=labels)
+    black = RelEx(model).attribute(images, target=labels, baselines=0.0)
+    assert _line_peak(default, masks).mean() < _line_peak(black, masks).mean()
+    assert _line_peak(default, masks).max() < _line_peak(black, masks).max()

@@ -41,10 +41,10 @@ from captum_ext.attr._utils.map_checks import warn_if_degenerate
 #: to 3.4x its area, and lowers the mass in the outer 2-pixel frame from 0.50x to 0.44x its area
 #: share (momentum 0.99 keeps integrating the small, consistent gradient of the model's
 #: zero-padding frame into lines along the border).
-PRESETS: dict[str, dict[str, float]] = {
-    "default": {"n_samples": 16, "lr": 0.1, "momentum": 0.9},
-    "code": {"n_samples": 50, "lr": 0.1, "momentum": 0.99},
-    "supplementary": {"n_samples": 100, "lr": 1e-3, "momentum": 0.0},
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"n_samples": 16, "lr": 0.1, "momentum": 0.9, "baselines": "mean"},
+    "code": {"n_samples": 50, "lr": 0.1, "momentum": 0.99, "baselines": 0.0},
+    "supplementary": {"n_samples": 100, "lr": 1e-3, "momentum": 0.0, "baselines": 0.0},
 }
 
 #: Upper end of the uniform initialisation of the mask, U[0, INIT_SCALE).
@@ -59,6 +59,9 @@ CPU_SAMPLES_PER_EVAL = 64
 REFERENCE_EPS = 1e-7
 
 GeneratorArg = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+#: ``baselines``: "mean", a number or a tensor, or a tuple of those (one per input tensor).
+BaselineArg = Union[None, str, float, Tensor, tuple[Union[str, float, Tensor], ...]]
 
 #: ``temperature="auto"``: the clean input's lead of the target logit over the runner-up after
 #: tempering, log(0.99 / 0.01).
@@ -95,6 +98,14 @@ class RelEx(NoAttributeFuture, GradientAttribution):
     uses the authors' code (50 copies, lr 0.1, momentum 0.99) and ``preset="supplementary"``
     the supplementary's 100 copies, lr 1e-3 and no momentum, with
     which a unit-norm step barely moves the mask (see the spec). Every knob can be set directly.
+
+    Deleted entries take the value of ``baselines``: by default each example's mean colour
+    per channel, not the paper's 0. Measured on the benchmark's ``small_cnn`` (12 correctly
+    classified images, 50 steps, two seeds), deleting to black gives masks with stripes along
+    the image borders (the model's response to the dark edges that deletion draws, which its
+    Saliency, IntegratedGradients and Occlusion maps do not show); deleting to the mean colour
+    removes them and raises the energy in the object from 3.9x to 4.2x its area, the pointing
+    game from 0.83 to 0.92 and the seed-to-seed Spearman correlation from 0.51 to 0.75.
 
     A float32 softmax saturates on confident models (``f_c == 1`` exactly once the target leads
     by about 17 nats), which flattens the foreground term; ``temperature="auto"`` divides the
@@ -157,6 +168,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         lambda2: float = 1.0,
         lr: float | None = None,
         momentum: float | None = None,
+        baselines: BaselineArg = None,
         preset: str = "default",
         reference_numerics: bool = False,
         samples_per_eval: int | None = None,
@@ -184,6 +196,16 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             lr: SGD step size (> 0). None: the preset's value (0.1, or 1e-3 for "supplementary").
             momentum: SGD momentum in [0, 1). None: the preset's value (0.9; 0.99 for
                 "code", 0 for "supplementary").
+            baselines: What a deleted entry becomes: the model sees ``b + m * (x_i - b)``
+                and ``b + (1 - m) * (x_i - b)``. ``"mean"``: per example and channel, the
+                image's mean colour (the mean over the dims after the channel dim; for
+                ``(N, D)`` inputs the example's mean); a number; a tensor that broadcasts to
+                the input's shape (``(N, ...)`` or ``(1, ...)``, as Captum's baselines); or a
+                tuple of these, one per input tensor. None: the preset's value, ``"mean"``
+                for "default" and ``0`` (the paper and the authors' code) for "code" and
+                "supplementary". Unlike Captum's 0, the default deletes to the mean colour:
+                deleting to black draws dark edges into the masked copies, and the mask then
+                carries stripes along the image borders; see the class docstring.
             preset: "default" (measured, see :data:`PRESETS`), "code" (the authors' code) or
                 "supplementary" (the supplementary's setting); it only supplies the knobs left
                 as None.
@@ -231,6 +253,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         n_samples = int(knobs["n_samples"]) if n_samples is None else n_samples
         lr = knobs["lr"] if lr is None else lr
         momentum = knobs["momentum"] if momentum is None else momentum
+        bases = _baselines(knobs["baselines"] if baselines is None else baselines, inputs_t)
         _check_knobs(n_iter, n_samples, noise_scale, lambda1, lambda2, lr, momentum)
         _check_temperature(temperature)
         num = inputs_t[0].shape[0]
@@ -255,6 +278,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                     target,
                     additional_forward_args,
                     source,
+                    bases,
                     n_iter,
                     n_samples,
                     noise_scale,
@@ -279,6 +303,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         target: TargetType,
         additional_forward_args: Any,
         source: torch.Generator | list[torch.Generator],
+        bases: tuple[Tensor, ...],
         n_iter: int,
         n_samples: int,
         noise_scale: float,
@@ -310,15 +335,16 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
         buf: tuple[Tensor, ...] | None = None
         for _ in range(n_iter):
-            noisy = tuple(
-                x.unsqueeze(1)
+            # noisy copies minus the baseline: the model sees b + m * (x_i - b) and its complement
+            shifted = tuple(
+                (x - b).unsqueeze(1)
                 + s.view(-1, *([1] * x.dim()))
                 * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
-                for x, s in zip(inputs_t, scales)
+                for x, s, b in zip(inputs_t, scales, bases)
             )
             grads, _ = relex_objective(
                 self.forward_func,
-                noisy,
+                shifted,
                 masks,
                 row_target,
                 row_args,
@@ -329,6 +355,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 bar,
                 channels_last,
                 row_scale,
+                bases,
             )
             grads = normalise_per_example(grads)
             if buf is None:
@@ -352,6 +379,7 @@ def relex_objective(
     bar: Any = None,
     channels_last: bool = False,
     row_scale: Tensor | None = None,
+    bases: tuple[Tensor, ...] | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor]:
     """The RelEx objective J and its gradient with respect to the masks, for fixed noisy copies.
 
@@ -375,6 +403,8 @@ def relex_objective(
         channels_last: Give 4-D model inputs the ``torch.channels_last`` memory format.
         row_scale: Temperature per row ``(M * 2B,)``: logits are divided by it before the
             softmax (None: 1).
+        bases: Per input tensor, the baseline ``b`` ``(M, *s)`` added to every masked copy,
+            ``noisy`` then holding ``x_i - b`` (None: 0, ``noisy`` holds ``x_i``).
 
     Returns:
         ``(grads, J)``: per input tensor the gradient ``dJ/dm`` ``(M, *s)`` (including
@@ -396,10 +426,10 @@ def relex_objective(
         coef_idx = example * 2 + background
         xs = tuple(f.index_select(0, sample_idx) for f in flat)
         with torch.enable_grad():
-            leaves = tuple(
-                _memory_format(x * c.index_select(0, coef_idx), channels_last).requires_grad_()
-                for x, c in zip(xs, coefs)
-            )
+            masked = [x * c.index_select(0, coef_idx) for x, c in zip(xs, coefs)]
+            if bases is not None:
+                masked = [u + b.index_select(0, example) for u, b in zip(masked, bases)]
+            leaves = tuple(_memory_format(u, channels_last).requires_grad_() for u in masked)
             logits = _run_forward(forward_func, leaves, None, _slice_args(row_args, start, stop))
             _check_logits(logits, stop - start, "a masked noisy copy")
             if row_scale is not None:
@@ -540,6 +570,45 @@ def _check_inputs(inputs: tuple[Tensor, ...]) -> None:
             )
         if not torch.isfinite(x).all():
             raise ValueError(f"inputs[{i}] contains NaN or infinite values")
+
+
+def _baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Per input tensor, the baseline ``(N, *s)`` deleted entries take (see ``attribute``)."""
+    if isinstance(baselines, tuple):
+        if len(baselines) != len(inputs):
+            raise ValueError(
+                f"baselines: a tuple needs one baseline per input tensor ({len(inputs)}), got "
+                f"{len(baselines)}"
+            )
+        return tuple(
+            _baseline(b, x, f"baselines[{i}]") for i, (b, x) in enumerate(zip(baselines, inputs))
+        )
+    return tuple(_baseline(baselines, x, "baselines") for x in inputs)
+
+
+def _baseline(value: Any, x: Tensor, name: str) -> Tensor:
+    if isinstance(value, str):
+        if value != "mean":
+            raise ValueError(f"{name} must be 'mean', a number or a tensor, got {value!r}")
+        dims = tuple(range(2, x.dim())) if x.dim() > 2 else tuple(range(1, x.dim()))
+        return x.mean(dims, keepdim=True).expand_as(x) if dims else torch.zeros_like(x)
+    if isinstance(value, Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        try:
+            out = value.to(x.device, x.dtype).expand_as(x)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast to the inputs' shape "
+                f"{tuple(x.shape)}"
+            ) from err
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = torch.full_like(x, float(value))
+    else:
+        raise TypeError(f"{name} must be 'mean', a number or a tensor, got {type(value).__name__}")
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return out.detach()
 
 
 def _check_temperature(temperature: Any) -> None:
