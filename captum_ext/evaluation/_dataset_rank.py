@@ -189,7 +189,7 @@ class RankRun:
             yield {}
             return
         state = np.random.SeedSequence([self.seed, chunk, start]).generate_state(2, np.uint32)
-        batch_seed = int(state[0]) << 31 | int(state[1]) >> 1  # 62 bits, fits manual_seed
+        batch_seed = int(state[0]) << 31 | int(state[1]) >> 1  # 63 bits, fits manual_seed
         device = _batch_device(batch) if self.device is None else self.device
         cuda = []
         if device.type == "cuda":
@@ -322,7 +322,7 @@ def _takes_generator(method: Any) -> bool:
 
 
 def _batch_device(batch: Any) -> torch.device:
-    """The device of the first tensor of a collated batch (CPU if it holds none)."""
+    """The device of a collated batch: its first tensor not on the CPU (else the CPU)."""
     if isinstance(batch, Tensor):
         return batch.device
     if isinstance(batch, (list, tuple)):

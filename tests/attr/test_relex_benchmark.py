@@ -16,8 +16,20 @@ from captum_ext.metrics import energy_pointing_game, pointing_game
 N_IMAGES = 6
 
 
+@pytest.fixture(scope="module")
+def default_masks(shapes_model, shapes_32_correct) -> dict[bool, torch.Tensor]:
+    """``RelEx(model).attribute(images, target=labels)`` with every default, per ``saturate``
+    (computed once: the localisation and the stripe tests read the same masks)."""
+    images, labels = (t[:N_IMAGES] for t in shapes_32_correct[:2])
+    model = shapes_model.model.eval()
+    return {s: RelEx(saturated(model) if s else model).attribute(images, target=labels)
+            for s in (False, True)}  # fmt: skip
+
+
 @pytest.mark.parametrize("saturate", [False, True])
-def test_default_relex_localises_the_object(shapes_model, shapes_32_correct, saturate) -> None:
+def test_default_relex_localises_the_object(
+    shapes_model, shapes_32_correct, default_masks, saturate
+) -> None:
     """The class of a SyntheticShapes image is its object's shape, so the evidence lies on the
     object. An object-agnostic map puts the object's area share (~12%) of its mass there; we
     require at least 1.5x that (the issue's target), and a pointing game at least that of
@@ -29,7 +41,7 @@ def test_default_relex_localises_the_object(shapes_model, shapes_32_correct, sat
             probs = model(shapes_32_correct[0][:N_IMAGES]).softmax(1)
         assert (probs.amax(1) == 1.0).all()  # the regime where gradient maps vanish
     images, labels, masks = (t[:N_IMAGES] for t in shapes_32_correct)
-    relex = RelEx(model).attribute(images, target=labels)
+    relex = default_masks[saturate]
     assert torch.isfinite(relex).all()
     assert (relex.flatten(1).amax(1) > 0.1).all()  # not blank: the mask moved off its init
     area = masks.flatten(1).float().mean(1)
@@ -51,7 +63,7 @@ def _line_peak(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def test_default_baseline_removes_the_border_stripes_of_deleting_to_black(
-    shapes_model, shapes_32_correct
+    shapes_model, shapes_32_correct, default_masks
 ) -> None:
     """Deleting to 0 draws dark edges into the masked copies and the masks pick up stripes
     along the image borders that Saliency, IG and Occlusion do not show; the default deletes to
@@ -59,7 +71,7 @@ def test_default_baseline_removes_the_border_stripes_of_deleting_to_black(
     worst)."""
     model = shapes_model.model.eval()
     images, labels, masks = (t[:N_IMAGES] for t in shapes_32_correct)
-    default = RelEx(model).attribute(images, target=labels)
+    default = default_masks[False]
     black = RelEx(model).attribute(images, target=labels, baselines=0.0)
     assert _line_peak(default, masks).mean() < _line_peak(black, masks).mean()
     assert _line_peak(default, masks).max() < _line_peak(black, masks).max()
