@@ -225,26 +225,30 @@ def _assert_same_state(before: tuple, after: tuple) -> None:
     assert torch.equal(before[4], after[4]), "the global torch RNG was advanced"
 
 
+def _assert_call_leaves_model_as_it_was(model: nn.Module, call: Callable[[], None]) -> None:
+    hooks, before = _hook_counts(model), _state(model)
+    call()
+    assert _hook_counts(model) == hooks
+    _assert_same_state(before, _state(model))
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_model_hooks_grads_and_rng_are_left_as_they_were(name: str) -> None:
     model = bn_dropout_net()
     model[6].weight.grad = torch.full_like(model[6].weight, 0.5)
     model[6].bias.requires_grad_(False)
-    hooks, before = _hook_counts(model), _state(model)
-    _attribute(name, model, X)
-    assert _hook_counts(model) == hooks
-    _assert_same_state(before, _state(model))
+    _assert_call_leaves_model_as_it_was(model, lambda: _attribute(name, model, X))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_hooks_are_removed_after_a_call_that_raises(name: str) -> None:
-    inner = bn_dropout_net()
-    model = Raising(inner, fail_after=0 if name == "ParameterSaliency" else 1)
-    hooks, before = _hook_counts(model), _state(model)
-    with pytest.raises(RuntimeError, match="boom"):
-        _attribute(name, model, X)
-    assert _hook_counts(model) == hooks
-    _assert_same_state(before, _state(model))
+    model = Raising(bn_dropout_net(), fail_after=0 if name == "ParameterSaliency" else 1)
+
+    def call() -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            _attribute(name, model, X)
+
+    _assert_call_leaves_model_as_it_was(model, call)
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -325,7 +325,8 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         n_classes = _check_logits(logits, num, "the clean inputs")
         classes = _resolve_target(target, logits, num, n_classes)
         row_target = classes.repeat_interleave(2 * n_samples)
-        row_scale = _temperatures(temperature, logits, classes).repeat_interleave(2 * n_samples)
+        temperatures = _temperatures(temperature, logits, classes)
+        row_scale = None if temperatures is None else temperatures.repeat_interleave(2 * n_samples)
         row_args = _expand_additional_forward_args(
             additional_forward_args, 2 * n_samples, ExpansionTypes.repeat_interleave
         )
@@ -622,8 +623,10 @@ def _check_temperature(temperature: Any) -> None:
         )
 
 
-def _temperatures(temperature: Union[str, float, None], logits: Tensor, classes: Tensor) -> Tensor:
-    """The softmax temperature of each example: ``(N,)``, float64.
+def _temperatures(
+    temperature: Union[str, float, None], logits: Tensor, classes: Tensor
+) -> Tensor | None:
+    """The softmax temperature of each example: ``(N,)``, float64; None for ``None`` (1).
 
     ``"auto"``: ``max(1, margin / AUTO_LOG_ODDS)`` with ``margin`` the clean input's lead of the
     target logit over the runner-up: a confident example is cooled until the target leads by
@@ -631,10 +634,10 @@ def _temperatures(temperature: Union[str, float, None], logits: Tensor, classes:
     examples whose margin is at least ``AUTO_LOG_ODDS``, multiplying the logits by ``c >= 1``
     multiplies the temperature by ``c`` and leaves the objective and the mask unchanged.
     """
-    num = logits.shape[0]
-    if temperature is None:
-        return torch.ones(num, dtype=torch.float64, device=logits.device)
+    if temperature is None:  # the paper's objective: no division on the hot path
+        return None
     if temperature != "auto":
+        num = logits.shape[0]
         return torch.full((num,), float(temperature), dtype=torch.float64, device=logits.device)
     z = logits.detach().double()
     own = z.gather(1, classes.view(-1, 1)).squeeze(1)
