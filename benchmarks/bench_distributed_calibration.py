@@ -28,11 +28,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from captum_ext._distributed import ShardSampler, barrier, get_context
 from captum_ext.attr import ParameterSaliency
 from captum_ext.benchmark import SyntheticShapes
 from captum_ext.benchmark.models import build_model
 from captum_ext.calibration import Layout, POTCalibration, ZScoreCalibration, n_exceed
+from captum_ext.distributed import ShardSampler, barrier, get_context
 
 
 def _calibration(kind: str, level: float = 0.9):

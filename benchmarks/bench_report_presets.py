@@ -1,6 +1,6 @@
 """Seconds per image of every report method at 224 x 224, under each preset, in one run.
 
-Runs each registered method of ``captum-ext report`` (:mod:`captum_ext.report.methods`) the way
+Runs each method of ``captum-ext report`` (:data:`captum_ext.report.methods.METHODS`) the way
 the report calls it, on a torchvision ResNet-18 with 1,000 classes (random weights: nothing is
 downloaded; the cost of every method but CAFO/CASO's lambda1 search does not depend on the
 weights) and one 224 x 224 image, for the ``fast`` and ``paper`` presets, and prints a Markdown
@@ -19,7 +19,8 @@ import time
 import torch
 import torchvision
 
-from captum_ext.report.registry import PRESETS, available_methods
+from captum_ext.report.method_spec import PRESETS
+from captum_ext.report.methods import available_methods
 
 
 def main() -> None:

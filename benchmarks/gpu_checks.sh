@@ -90,7 +90,7 @@ step bench_relex relex 60 "$PY" benchmarks/bench_relex.py --device "$DEV" --skip
 step bench_parameter_saliency ps 120 "$PY" benchmarks/bench_parameter_saliency.py \
     --device "$DEV" "${PS_ARGS[@]}"
 step pytest_cuda pytest 90 "$PY" -m pytest -q -x -p no:cacheprovider \
-    tests/evaluation/test_dataset_attribution.py -k "cuda or device"
+    tests/dataset_attribution/test_dataset_attribution.py -k "cuda or device"
 # Last: the longest and least predictable step gets what is left of the budget.
 step bench_caso caso 220 "$PY" benchmarks/bench_caso.py --device "$DEV" "${CASO_ARGS[@]}"
 

@@ -32,10 +32,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_ext._distributed import ShardSampler, get_context
 from captum_ext.attr import ParameterSaliency
 from captum_ext.benchmark.models import build_model
 from captum_ext.calibration import Calibration, POTCalibration, ZScoreCalibration
+from captum_ext.distributed import ShardSampler, get_context
 
 RTOL = 1e-9
 FAILED: list[str] = []

@@ -9,7 +9,12 @@ re-exported here:
 - :mod:`captum_ext.losses`: training-time losses (PILCRO).
 - :mod:`captum_ext.metrics`: evaluation metrics usable with ``captum.metrics``.
 - :mod:`captum_ext.evaluation`: protocols that edit models (filter pruning, fine-tuning).
+- :mod:`captum_ext.dataset_attribution`: a whole dataset attributed into resumable chunk files,
+  on one process or under ``torchrun``.
+- :mod:`captum_ext.distributed`: ``torch.distributed`` helpers and ``ShardSampler``.
 - :mod:`captum_ext.benchmark`: the embedded synthetic benchmark and small models.
+- :mod:`captum_ext.cli`: the ``captum-ext`` command; :mod:`captum_ext.report`: the HTML report
+  it writes.
 - :mod:`captum_ext.visualization`: maps blended over their image (``show_on_image``), imported
   on its own so that ``import captum_ext`` does not load matplotlib.
 """

@@ -2,7 +2,7 @@
 
 import sys
 
-from captum_ext.report.cli import main
+from captum_ext.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,10 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from captum_ext._distributed import get_context
 from captum_ext.attr import ParameterSaliency
 from captum_ext.calibration import Layout, POTCalibration, ZScoreCalibration
-from captum_ext.evaluation import ShardSampler
+from captum_ext.distributed import ShardSampler, get_context
 
 N_REF = 61  # odd, so 2 and 3 ranks get uneven shards and DistributedSampler pads
 

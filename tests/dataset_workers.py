@@ -17,7 +17,7 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from captum_ext.evaluation import attribute_dataset
+from captum_ext.dataset_attribution import attribute_dataset
 
 N_FEATURES = 6
 N_CLASSES = 3

@@ -34,7 +34,7 @@ from captum_ext._io import (
     temp_owner,
     temp_prefix,
 )
-from captum_ext.evaluation import attribute_dataset
+from captum_ext.dataset_attribution import attribute_dataset
 
 pytestmark = pytest.mark.skipif(
     os.name != "posix", reason="file modes, umask and os.kill(pid, 0) are POSIX-only"
@@ -89,7 +89,7 @@ def run_second(out: Path) -> subprocess.CompletedProcess:
         from captum.attr import Saliency
         from dataset_workers import build
         from torch.utils.data import TensorDataset
-        from captum_ext.evaluation import attribute_dataset
+        from captum_ext.dataset_attribution import attribute_dataset
         model, x, y = build({N})
         attribute_dataset(Saliency(model), TensorDataset(x, y), sys.argv[1],
                           chunk_size={CHUNK}, batch_size={BATCH})

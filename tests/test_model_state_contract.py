@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, ParameterSaliency, RelEx
-from captum_ext.evaluation import attribute_dataset
+from captum_ext.dataset_attribution import attribute_dataset
 from captum_ext.metrics import (
     deletion,
     evaluate_attributions,

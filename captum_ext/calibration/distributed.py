@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captum_ext._distributed import (
+from captum_ext.calibration._base import Calibration, Layout
+from captum_ext.calibration.running_stats import RunningMoments, RunningTopK
+from captum_ext.distributed import (
     DistContext,
     all_gather_object,
     all_gather_rows,
     all_gather_tensor,
     all_to_all,
 )
-from captum_ext.calibration._base import Calibration, Layout
-from captum_ext.calibration.running_stats import RunningMoments, RunningTopK
 
 
 def check_same_setup(
@@ -81,8 +81,12 @@ def merge_moments(ctx: DistContext, moments: RunningMoments, n_columns: int) -> 
     """Every rank's moments merged in rank order (Chan's rule, float64); returns a new object."""
     n_local = torch.tensor([moments.count], dtype=torch.float64)
     zeros = torch.zeros(n_columns, dtype=torch.float64)
-    mean = moments.mean.cpu() if moments.count else zeros
-    m2 = moments.m2.cpu() if moments.count else zeros
+    if moments.count:
+        # a non-empty accumulator has its mean and M2 (set by its first non-empty batch)
+        assert moments.mean is not None and moments.m2 is not None
+        mean, m2 = moments.mean.cpu(), moments.m2.cpu()
+    else:
+        mean = m2 = zeros
     packed = torch.cat([n_local, mean.to(torch.float64), m2.to(torch.float64)])
     merged = RunningMoments()
     for part in all_gather_tensor(ctx, packed):
@@ -90,6 +94,8 @@ def merge_moments(ctx: DistContext, moments: RunningMoments, n_columns: int) -> 
         if n:
             merged._merge(n, part[1 : 1 + n_columns], part[1 + n_columns :])
     if moments.mean is not None:
+        # this rank's own non-empty moments were merged, so the merge has them too
+        assert merged.mean is not None and merged.m2 is not None
         merged.mean = merged.mean.to(moments.mean.device)
         merged.m2 = merged.m2.to(moments.mean.device)
     return merged

@@ -29,7 +29,6 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from captum_ext._distributed import DistContext, agree, all_gather_rows
 from captum_ext.calibration._base import Calibration, register_kind
 from captum_ext.calibration._state_checks import (
     bad_file,
@@ -47,6 +46,7 @@ from captum_ext.calibration.distributed import (
 from captum_ext.calibration.gpd import fit_gpd, gpd_tail_prob
 from captum_ext.calibration.running_stats import RunningMoments, RunningTopK, n_exceed
 from captum_ext.calibration.zscore import STD_FLOOR, check_moments_state
+from captum_ext.distributed import DistContext, agree, all_gather_rows
 
 #: The keys of a saved POT state besides the moments (``reference`` is optional).
 POT_KEYS = ("level", "min_peaks", "spot_compat", "threshold", "xi", "sigma", "n_peaks")
@@ -122,6 +122,7 @@ class POTCalibration(Calibration):
         self.moments.update(p)
         self.topk.update(p)
         if self.keep_reference:
+            assert isinstance(self.reference, list)  # begin() made it a list
             self.reference.append(p.cpu())
 
     def merge(self, other: POTCalibration) -> POTCalibration:
@@ -133,6 +134,7 @@ class POTCalibration(Calibration):
         self.moments.merge(other.moments)
         self.topk.merge(other.topk)
         if self.keep_reference and other.reference is not None:
+            assert isinstance(self.reference, list)  # begin() made it a list
             self.reference.extend(other.reference)
         return self
 
@@ -162,6 +164,7 @@ class POTCalibration(Calibration):
         one process's on the union exactly; each rank fits the GPDs of ``F / world`` filters and
         every rank ends with all the fits (see :mod:`captum_ext.calibration.distributed`).
         """
+        assert self.layout is not None  # begin() set it before the shard was streamed
         f = self.layout.n_filters
         dtype = agreed_dtype(ctx, self.topk)
         self.moments = merge_moments(ctx, self.moments, f)
@@ -182,6 +185,7 @@ class POTCalibration(Calibration):
     def _local_reference(self, n_columns: int, dtype: torch.dtype) -> Tensor:
         if not self.reference:  # a rank without data still sends the agreed dtype
             return torch.empty(0, n_columns, dtype=dtype)
+        assert isinstance(self.reference, list)  # still streaming: begin() made it a list
         return torch.cat(self.reference).to(dtype)
 
     def _n_exceed(self, n: int) -> int:
@@ -242,6 +246,7 @@ class POTCalibration(Calibration):
         self.n_total = n
         if self.keep_reference:
             ref = torch.cat(self.reference) if isinstance(self.reference, list) else self.reference
+            assert ref is not None  # keep_reference: begin() made it a list
             self.reference = ref.t().sort(dim=1).values.contiguous()  # (F, N) ascending
         self.fitted = True
         return self
@@ -254,6 +259,7 @@ class POTCalibration(Calibration):
         thr, xi, sig = self.threshold.to(dev), self.xi.to(dev), self.sigma.to(dev)
         npk = self.n_peaks.to(dev)
         exceeds = (x > thr) & (npk > 0)
+        assert self.n_total is not None  # set by finalize or load
         p = gpd_tail_prob(x, thr, xi, sig, npk.clamp_min(1), self.n_total)
         return POTScore(torch.where(exceeds, p, torch.ones_like(p)), exceeds)
 
@@ -263,6 +269,7 @@ class POTCalibration(Calibration):
         x = self._check_profiles(profiles).to(torch.float64)
         std = self.moments.std().to(x.device)
         std = torch.where(std <= STD_FLOOR, torch.ones_like(std), std)
+        assert self.moments.mean is not None  # std() succeeded: the moments hold data
         return (x - self.moments.mean.to(x.device)) / std
 
     def rank(self, profiles: Tensor, k: int | None = None, rank_all: bool = False) -> list[Tensor]:
@@ -313,6 +320,7 @@ class POTCalibration(Calibration):
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted state: tensors and plain numbers only."""
+        assert self.moments.mean is not None and self.moments.m2 is not None  # fitted: count >= 2
         state = {
             "level": self.level,
             "min_peaks": self.min_peaks,
@@ -326,6 +334,7 @@ class POTCalibration(Calibration):
             "m2": self.moments.m2.cpu(),
         }
         if self.keep_reference:
+            assert isinstance(self.reference, Tensor)  # finalize or load made it one tensor
             state["reference"] = self.reference.cpu()
         return state
 

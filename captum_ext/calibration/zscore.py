@@ -12,22 +12,25 @@ Reference:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from captum_ext._distributed import DistContext
 from captum_ext.calibration._base import Calibration, register_kind
 from captum_ext.calibration._state_checks import bad_file, require_keys, state_int, state_tensor
 from captum_ext.calibration.distributed import merge_moments
 from captum_ext.calibration.running_stats import RunningMoments
+from captum_ext.distributed import DistContext
 
 #: A reference standard deviation at or below this is treated as 1 (as Levin et al.'s code does).
 STD_FLOOR = 1e-14
 
 #: The keys of the saved moments (``count``, per-filter ``mean`` and ``m2``).
 MOMENT_KEYS = ("count", "mean", "m2")
+
+#: How :func:`order_filters` orders the filters: most salient first, least first, or random.
+FilterOrder = Literal["most", "least", "random"]
 
 
 def check_moments_state(
@@ -51,7 +54,7 @@ def order_filters(
     key: Tensor,
     descending: bool,
     k: int | None = None,
-    order: str = "most",
+    order: FilterOrder = "most",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Rank columns per row by ``key`` with ties to the lower index; ``(N, k)`` LongTensor.
@@ -120,6 +123,7 @@ class ZScoreCalibration(Calibration):
                 f"the z-score calibration needs at least 2 reference examples, got "
                 f"{self.moments.count}"
             )
+        assert self.moments.mean is not None  # count >= 2: the moments hold data
         self.mean = self.moments.mean.clone()
         self.std = self.moments.std()
         self.n_total = self.moments.count
@@ -132,6 +136,7 @@ class ZScoreCalibration(Calibration):
         Called on every rank of ``ctx`` after each streamed its shard; every rank ends with the
         same mean and standard deviation, equal to one process's on the union up to rounding.
         """
+        assert self.layout is not None  # begin() set it before the shard was streamed
         self.moments = merge_moments(ctx, self.moments, self.layout.n_filters)
         return self.finalize()
 
@@ -139,6 +144,7 @@ class ZScoreCalibration(Calibration):
         """``(profiles - mean) / std`` in float64, ``(N, n_filters)``; std <= 1e-14 counts as 1."""
         self._require_fitted()
         p = self._check_profiles(profiles).to(torch.float64)
+        assert self.mean is not None and self.std is not None  # set by finalize or load
         std = torch.where(self.std <= STD_FLOOR, torch.ones_like(self.std), self.std)
         return (p - self.mean.to(p.device)) / std.to(p.device)
 
@@ -146,8 +152,8 @@ class ZScoreCalibration(Calibration):
         self,
         profiles: Tensor,
         k: int | None = None,
-        rank_by: str = "z",
-        order: str = "most",
+        rank_by: Literal["z", "abs_z"] = "z",
+        order: FilterOrder = "most",
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Flat filter indices ``(N, k)``, most salient first (descending z, ties to lower index).
@@ -167,6 +173,7 @@ class ZScoreCalibration(Calibration):
 
     def state_dict(self) -> dict[str, Any]:
         """The fitted state: tensors and plain numbers only."""
+        assert self.moments.mean is not None and self.moments.m2 is not None  # fitted: count >= 2
         return {
             "count": int(self.moments.count),
             "mean": self.moments.mean.cpu(),

@@ -8,7 +8,7 @@
   4-neighbours);
 - :func:`landscape_summary`: landscape and TV of a model in one call (used by the report).
 
-The math is shared with the loss (:mod:`captum_ext.losses.pilcro`). Inputs are channels first,
+The maths is shared with the loss (:mod:`captum_ext._landscape`). Inputs are channels first,
 ``(N, C, H, W)``; a "loader" is any iterable of batches, each a tensor or a tuple/list whose
 first element is the image tensor and whose second (if any) holds the labels, such as a
 ``torch.utils.data.DataLoader`` over :class:`captum_ext.benchmark.SyntheticShapes`.
@@ -28,16 +28,16 @@ import torch
 from torch import Tensor, nn
 
 from captum_ext._compat import NullProgress, progress
+from captum_ext._landscape import (
+    check_images,
+    check_spatial,
+    laplacian_same_reflect,
+    normalise_landscape,
+    resolve_kernel,
+    sq_input_gradients,
+)
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
-from captum_ext.losses.pilcro import (
-    _check_images,
-    _check_spatial,
-    _laplacian_same_reflect,
-    _normalise_landscape,
-    _resolve_kernel,
-    _sq_input_gradients,
-)
 
 __all__ = [
     "LandscapeSummary",
@@ -62,7 +62,7 @@ def _batches(
     Labels are read (from ``target`` or the loader's second element) only if ``want_labels``.
     """
     if isinstance(data, Tensor):
-        images = _check_images(data)
+        images = check_images(data)
         labels = None
         if want_labels and target is not None:
             labels = class_index_targets(target, images.shape[0], images.device)
@@ -84,7 +84,7 @@ def _batches(
                 raise ValueError("a loader batch must not be empty")
             second = batch[1] if len(batch) > 1 else None
             batch = batch[0]
-        images = _check_images(batch, "loader batch")
+        images = check_images(batch, "loader batch")
         labels = None
         if want_labels and second is not None:
             labels = class_index_targets(second, images.shape[0], images.device)
@@ -183,7 +183,7 @@ def importance_landscape(
                         "label='given' needs target= (tensor inputs) or a loader yielding "
                         "(images, labels, ...)"
                     )
-                sq, _ = _sq_input_gradients(
+                sq, _ = sq_input_gradients(
                     model,
                     images,
                     label=label,
@@ -209,7 +209,7 @@ def importance_landscape(
             stacklevel=2,
         )
         return torch.zeros(mean_sq.shape[-2:], dtype=dtype, device=mean_sq.device)
-    return _normalise_landscape(mean_sq).to(dtype)
+    return normalise_landscape(mean_sq).to(dtype)
 
 
 def smoothness_map(
@@ -247,30 +247,30 @@ def smoothness_map(
         arXiv:2001.09696, 2020, Section 3.3.2.
     """
     batch_size = _positive_int(internal_batch_size, "internal_batch_size")
-    _resolve_kernel(kernel, torch.device("cpu"), torch.float64)  # validates early
+    resolve_kernel(kernel, torch.device("cpu"), torch.float64)  # validates early
     acc: Tensor | None = None
     count, skipped, shape, dtype = 0, 0, None, None
     weight: Tensor | None = None
     for images, _ in _batches(images_or_loader, batch_size):
         if shape is None:
             shape, dtype = images.shape[1:], images.dtype
-            _check_spatial(*shape[-2:], kernel, "images")
+            check_spatial(*shape[-2:], kernel, "images")
             if min(shape[-2:]) < 2:
                 raise ValueError(f"reflect padding needs H, W >= 2, got {tuple(shape[-2:])}")
-            weight = _resolve_kernel(kernel, images.device, torch.float64)
+            weight = resolve_kernel(kernel, images.device, torch.float64)
         elif images.shape[1:] != shape:
             raise ValueError(
                 f"all batches must share (C, H, W)={tuple(shape)}, got {tuple(images.shape[1:])}"
             )
         assert weight is not None
         x = images.detach().to(torch.float64)
-        lap = _laplacian_same_reflect(x, weight)
+        lap = laplacian_same_reflect(x, weight)
         norms = torch.linalg.vector_norm(lap, dim=(1, 2, 3))
         scale = weight.abs().sum() * x.abs().flatten(1).amax(1) * math.sqrt(x[0].numel())
         keep = norms > 1e-12 * scale
         skipped += int((~keep).sum())
         if bool(keep.any()):
-            maps = _normalise_landscape(lap[keep]).sum(0)
+            maps = normalise_landscape(lap[keep]).sum(0)
             acc = maps if acc is None else acc + maps
             count += int(keep.sum())
     if shape is None:

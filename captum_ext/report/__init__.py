@@ -1,1 +1,4 @@
-"""The ``captum-ext`` command: run every registered method on a benchmark, write a report."""
+"""The HTML report written by ``captum-ext report``: the methods it runs, the scores, the page.
+
+The command line itself is :mod:`captum_ext.cli`.
+"""

@@ -1,7 +1,7 @@
-"""The methods the report runs: one :func:`register` entry each.
+"""The methods the report runs: the explicit list :data:`METHODS`, one entry each.
 
 Captum's own methods are the baselines; each captum-ext method adds its entry here when it lands.
-Every entry defines the two presets of :data:`~captum_ext.report.registry.PRESETS`: ``fast``
+Every entry defines the two presets of :data:`~captum_ext.report.method_spec.PRESETS`: ``fast``
 (sized for 224 x 224 images on a CPU) and ``paper`` (the paper's settings), and says in ``notes``
 what each changes. ``--quick`` lowers the work further for tests and demos.
 """
@@ -12,7 +12,7 @@ import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, RelEx
-from captum_ext.report.registry import MethodSpec, register
+from captum_ext.report.method_spec import MethodSpec, by_name
 
 #: Above this many classes CASO uses Hessian-vector products: the closed form needs one model
 #: pass per class.
@@ -49,78 +49,6 @@ def _caso_fast(n_classes: int) -> dict:
     return {"max_halvings": 6, "n_iter": 5, "power_iter": 5}
 
 
-register(
-    MethodSpec(
-        "Saliency",
-        Saliency,
-        kwargs={"abs": True},
-        notes={"fast": "one gradient; no knobs", "paper": "one gradient; no knobs"},
-        reference="Simonyan et al. 2014, Deep Inside Convolutional Networks",
-    )
-)
-register(
-    MethodSpec(
-        "IntegratedGradients",
-        IntegratedGradients,
-        kwargs={"internal_batch_size": 32},
-        presets={"fast": {"n_steps": 32}, "paper": {"n_steps": 300}},
-        quick_kwargs={"n_steps": 16},
-        notes={
-            "fast": "32 steps (Captum's default is 50)",
-            "paper": "300 steps, the top of the paper's 20-300 range",
-        },
-        reference="Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks",
-    )
-)
-register(
-    MethodSpec(
-        "Occlusion",
-        Occlusion,
-        presets={
-            "fast": lambda x, k: _occlusion(x, 2),
-            "paper": lambda x, k: _occlusion(x, 4),
-        },
-        quick_kwargs=lambda x, k: _occlusion(x, 1),
-        notes={
-            "fast": "a zero square of 1/7 of the side (32 px at 224), stride half the square",
-            "paper": "the same square, stride a quarter of it (the paper fixes no size; 4x the "
-            "evaluations)",
-        },
-        reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
-    )
-)
-register(
-    MethodSpec(
-        "SmoothGrad",
-        lambda model: NoiseTunnel(Saliency(model)),
-        kwargs={"nt_type": "smoothgrad", "stdevs": 0.15},
-        presets={
-            "fast": {"nt_samples": 16, "nt_samples_batch_size": 16},
-            "paper": {"nt_samples": 50, "nt_samples_batch_size": 25},
-        },
-        quick_kwargs={"nt_samples": 8, "nt_samples_batch_size": 8},
-        notes={
-            "fast": "16 noisy copies at 15 % noise",
-            "paper": "50 noisy copies at 15 % noise (the paper's n = 50, 10-20 % noise)",
-        },
-        reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
-    )
-)
-register(
-    MethodSpec(
-        "RelEx",
-        RelEx,
-        presets={"fast": {"n_iter": 20, "n_samples": 8}, "paper": {"preset": "code"}},
-        quick_kwargs={"n_iter": 8, "n_samples": 6},
-        notes={
-            "fast": "20 steps of 8 noisy copies (the default is 50 steps of 16)",
-            "paper": "the authors' code: 50 steps of 50 copies, lr 0.1, momentum 0.99",
-        },
-        seeded=True,
-        reference="Lim, Lee & Kim 2021, Building Reliable Explanations of Unreliable Neural "
-        "Networks: Locally Smoothing Perspective of Model Interpretation",
-    )
-)
 # LEG and LEG-TV explain the logits (a saturated softmax does not move under perturbation) with
 # sigma relative to the image's range and a grid of about sqrt(n / 4C) cells a side.
 _LEG_PRESETS: dict = {
@@ -131,81 +59,145 @@ _LEG_NOTES = {
     "fast": "500 model evaluations (the default is 1,000), grid about 6 x 6 for RGB",
     "paper": "3,000 evaluations as in the paper's sensitivity analysis, grid about 16 x 16",
 }
-register(
-    MethodSpec(
-        "LEG",
-        LEG,
-        presets=_LEG_PRESETS,
-        quick_kwargs={"n_samples": 200},
-        notes=_LEG_NOTES,
-        seeded=True,
-        reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation "
-        "(empirical LEG, least squares)",
-    )
-)
-register(
-    MethodSpec(
-        "LEG-TV",
-        LEGTV,
-        kwargs={"K_L": 0.1},
-        presets=_LEG_PRESETS,
-        quick_kwargs={"n_samples": 200},
-        notes={k: v + "; LP with K_L = 0.1" for k, v in _LEG_NOTES.items()},
-        seeded=True,
-        reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation",
-    )
-)
 _CASO_REF = (
     "Singla et al. 2019, Understanding Impacts of High-Order Loss Approximations and Features "
     "in Deep Learning Interpretation"
 )
-register(
-    MethodSpec(
-        "CAFO",
-        CAFO,
-        presets={"fast": {}, "paper": {"lambda1_rule": "paper"}},
-        notes={
-            "fast": "lambda1 refined inside the sparsity window (our default)",
-            "paper": "lambda1 from the paper's factor-10 grid",
-        },
-        reference=_CASO_REF,
-    )
+
+#: The report's methods by name, in the order the report shows them.
+METHODS: dict[str, MethodSpec] = by_name(
+    [
+        MethodSpec(
+            "Saliency",
+            Saliency,
+            kwargs={"abs": True},
+            notes={"fast": "one gradient; no knobs", "paper": "one gradient; no knobs"},
+            reference="Simonyan et al. 2014, Deep Inside Convolutional Networks",
+        ),
+        MethodSpec(
+            "IntegratedGradients",
+            IntegratedGradients,
+            kwargs={"internal_batch_size": 32},
+            presets={"fast": {"n_steps": 32}, "paper": {"n_steps": 300}},
+            quick_kwargs={"n_steps": 16},
+            notes={
+                "fast": "32 steps (Captum's default is 50)",
+                "paper": "300 steps, the top of the paper's 20-300 range",
+            },
+            reference="Sundararajan et al. 2017, Axiomatic Attribution for Deep Networks",
+        ),
+        MethodSpec(
+            "Occlusion",
+            Occlusion,
+            presets={
+                "fast": lambda x, k: _occlusion(x, 2),
+                "paper": lambda x, k: _occlusion(x, 4),
+            },
+            quick_kwargs=lambda x, k: _occlusion(x, 1),
+            notes={
+                "fast": "a zero square of 1/7 of the side (32 px at 224), stride half the square",
+                "paper": "the same square, stride a quarter of it (the paper fixes no size; 4x the "
+                "evaluations)",
+            },
+            reference="Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
+        ),
+        MethodSpec(
+            "SmoothGrad",
+            lambda model: NoiseTunnel(Saliency(model)),
+            kwargs={"nt_type": "smoothgrad", "stdevs": 0.15},
+            presets={
+                "fast": {"nt_samples": 16, "nt_samples_batch_size": 16},
+                "paper": {"nt_samples": 50, "nt_samples_batch_size": 25},
+            },
+            quick_kwargs={"nt_samples": 8, "nt_samples_batch_size": 8},
+            notes={
+                "fast": "16 noisy copies at 15 % noise",
+                "paper": "50 noisy copies at 15 % noise (the paper's n = 50, 10-20 % noise)",
+            },
+            reference="Smilkov et al. 2017, SmoothGrad: removing noise by adding noise",
+        ),
+        MethodSpec(
+            "RelEx",
+            RelEx,
+            presets={"fast": {"n_iter": 20, "n_samples": 8}, "paper": {"preset": "code"}},
+            quick_kwargs={"n_iter": 8, "n_samples": 6},
+            notes={
+                "fast": "20 steps of 8 noisy copies (the default is 50 steps of 16)",
+                "paper": "the authors' code: 50 steps of 50 copies, lr 0.1, momentum 0.99",
+            },
+            seeded=True,
+            reference="Lim, Lee & Kim 2021, Building Reliable Explanations of Unreliable Neural "
+            "Networks: Locally Smoothing Perspective of Model Interpretation",
+        ),
+        MethodSpec(
+            "LEG",
+            LEG,
+            presets=_LEG_PRESETS,
+            quick_kwargs={"n_samples": 200},
+            notes=_LEG_NOTES,
+            seeded=True,
+            reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation "
+            "(empirical LEG, least squares)",
+        ),
+        MethodSpec(
+            "LEG-TV",
+            LEGTV,
+            kwargs={"K_L": 0.1},
+            presets=_LEG_PRESETS,
+            quick_kwargs={"n_samples": 200},
+            notes={k: v + "; LP with K_L = 0.1" for k, v in _LEG_NOTES.items()},
+            seeded=True,
+            reference="Luo, Barut & Jin 2021, Statistically Consistent Saliency Estimation",
+        ),
+        MethodSpec(
+            "CAFO",
+            CAFO,
+            presets={"fast": {}, "paper": {"lambda1_rule": "paper"}},
+            notes={
+                "fast": "lambda1 refined inside the sparsity window (our default)",
+                "paper": "lambda1 from the paper's factor-10 grid",
+            },
+            reference=_CASO_REF,
+        ),
+        MethodSpec(
+            "CASO",
+            CASO,
+            # piecewise-linear models with few classes: the closed-form Hessian is exact and cheap
+            kwargs=lambda x, k: {"hessian": _caso_hessian(k)},
+            presets={
+                "fast": lambda x, k: _caso_fast(k),
+                "paper": {"lambda1_rule": "paper"},
+            },
+            notes={
+                "fast": f"closed-form Hessian up to {CLOSED_FORM_MAX_CLASSES} classes; beyond, "
+                "Hessian-vector products with 5 FISTA steps, 5 power iterations and 6 refinement "
+                "steps of lambda1 (defaults 10, 10, 20)",
+                "paper": "10 FISTA steps, 10 power iterations, lambda1 from the paper's "
+                "factor-10 grid",
+            },
+            seeded=True,
+            reference=_CASO_REF,
+        ),
+        MethodSpec(
+            "SmoothCASO",
+            CASO,
+            kwargs=lambda x, k: {"hessian": _caso_hessian(k), "stdevs": 0.15},
+            presets={
+                "fast": lambda x, k: {"n_samples": 4, **_caso_fast(k)},
+                "paper": {"n_samples": 50, "lambda1_rule": "paper"},
+            },
+            quick_kwargs={"n_samples": 2},
+            notes={
+                "fast": "CASO's fast settings averaged over 4 noisy copies (the paper uses 50)",
+                "paper": "50 noisy copies at 15 % noise, as in the paper's text",
+            },
+            seeded=True,
+            reference=_CASO_REF,
+        ),
+    ]
 )
-register(
-    MethodSpec(
-        "CASO",
-        CASO,
-        # piecewise-linear models with few classes: the closed-form Hessian is exact and cheap
-        kwargs=lambda x, k: {"hessian": _caso_hessian(k)},
-        presets={
-            "fast": lambda x, k: _caso_fast(k),
-            "paper": {"lambda1_rule": "paper"},
-        },
-        notes={
-            "fast": f"closed-form Hessian up to {CLOSED_FORM_MAX_CLASSES} classes; beyond, "
-            "Hessian-vector products with 5 FISTA steps, 5 power iterations and 6 refinement "
-            "steps of lambda1 (defaults 10, 10, 20)",
-            "paper": "10 FISTA steps, 10 power iterations, lambda1 from the paper's factor-10 grid",
-        },
-        seeded=True,
-        reference=_CASO_REF,
-    )
-)
-register(
-    MethodSpec(
-        "SmoothCASO",
-        CASO,
-        kwargs=lambda x, k: {"hessian": _caso_hessian(k), "stdevs": 0.15},
-        presets={
-            "fast": lambda x, k: {"n_samples": 4, **_caso_fast(k)},
-            "paper": {"n_samples": 50, "lambda1_rule": "paper"},
-        },
-        quick_kwargs={"n_samples": 2},
-        notes={
-            "fast": "CASO's fast settings averaged over 4 noisy copies (the paper uses 50)",
-            "paper": "50 noisy copies at 15 % noise, as in the paper's text",
-        },
-        seeded=True,
-        reference=_CASO_REF,
-    )
-)
+
+
+def available_methods() -> dict[str, MethodSpec]:
+    """The report's methods by name, in the report's order (:data:`METHODS`)."""
+    return METHODS

@@ -18,7 +18,7 @@ from torch import nn
 from captum_ext._compat import NullProgress, progress
 from captum_ext.benchmark.training import TrainedModel, load_data, train
 from captum_ext.metrics.summary import evaluate_attributions
-from captum_ext.report.registry import PRESETS, MethodSpec, resolve_kwargs
+from captum_ext.report.method_spec import PRESETS, MethodSpec, resolve_kwargs
 
 #: Misclassified test images the report tries to include, as a fraction of ``n_images``.
 WRONG_FRACTION = 0.25

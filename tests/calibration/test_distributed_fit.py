@@ -15,9 +15,9 @@ from calibration_workers import N_REF, build, calibrations, skewed_profiles, sta
 from dist_launch import describe, run_ranks
 from torch.utils.data import DataLoader
 
-from captum_ext._distributed import ShardSampler, get_context, shard_indices
 from captum_ext.attr._utils.reference_size import global_size, reference_size
 from captum_ext.calibration import Calibration, Layout, POTCalibration
+from captum_ext.distributed import ShardSampler, get_context, shard_indices
 
 
 def _single_process() -> dict[str, dict]:

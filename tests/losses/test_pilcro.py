@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from small_nets import generator, tanh_net
 from torch import nn
 
+from captum_ext._landscape import (
+    curvature_penalty,
+    normalise_landscape,
+    resolve_kernel,
+    sq_input_gradients,
+)
 from captum_ext.benchmark import SyntheticShapes, small_cnn
 from captum_ext.benchmark.shapes import PLACEMENTS
 from captum_ext.losses import PILCRO
-from captum_ext.losses.pilcro import (
-    _curvature_penalty,
-    _normalise_landscape,
-    _resolve_kernel,
-    _sq_input_gradients,
-)
 from captum_ext.metrics.landscape import importance_landscape
 
 
@@ -46,7 +46,7 @@ class _Raising(nn.Module):
 @pytest.mark.parametrize("shape", [(3, 5, 7), (1, 4, 4), (2, 3, 9, 6)])
 def test_normalised_landscape_has_unit_mean_square(shape):
     maps = torch.rand(*shape, dtype=torch.float64) ** 3
-    landscape = _normalise_landscape(maps)
+    landscape = normalise_landscape(maps)
     mean_sq = (landscape**2).mean(dim=(-2, -1))
     torch.testing.assert_close(mean_sq, torch.ones_like(mean_sq), rtol=0, atol=1e-12)
     # Eq. 6 by hand: norm over channels, Frobenius norm over everything of one map.
@@ -58,24 +58,24 @@ def test_normalised_landscape_has_unit_mean_square(shape):
 def test_sampled_landscape_of_a_random_model_has_unit_mean_square():
     for seed in range(3):
         model, x = tanh_net(seed=seed), torch.randn(6, 2, 7, 8)
-        sq, classes = _sq_input_gradients(model, x, generator=generator(seed))
+        sq, classes = sq_input_gradients(model, x, generator=generator(seed))
         assert classes.shape == (6,)
-        mean_sq = (_normalise_landscape(sq) ** 2).mean()
+        mean_sq = (normalise_landscape(sq) ** 2).mean()
         assert abs(float(mean_sq) - 1.0) < 1e-6
 
 
 @pytest.mark.parametrize("kernel", ["laplace", "laplace8"])
 def test_curvature_of_constant_and_affine_landscapes_is_zero(kernel):
-    k = _resolve_kernel(kernel, torch.device("cpu"), torch.float64)
+    k = resolve_kernel(kernel, torch.device("cpu"), torch.float64)
     rows, cols = torch.arange(9.0).double(), torch.arange(11.0).double()
     hh, ww = torch.meshgrid(rows, cols, indexing="ij")
     for landscape in (torch.full((9, 11), 1.7).double(), 0.3 + 0.05 * hh - 0.02 * ww):
-        assert float(_curvature_penalty(landscape, k)) < 1e-24
+        assert float(curvature_penalty(landscape, k)) < 1e-24
     rough = torch.rand(9, 11, dtype=torch.float64)
     # Independent reference: explicit 'valid' cross-correlation and population variance.
     kn, rn = k.numpy(), rough.numpy()
     lap = np.array([[(rn[i : i + 3, j : j + 3] * kn).sum() for j in range(9)] for i in range(7)])
-    assert float(_curvature_penalty(rough, k)) == pytest.approx(lap.var(), rel=1e-10)
+    assert float(curvature_penalty(rough, k)) == pytest.approx(lap.var(), rel=1e-10)
 
 
 def test_flat_model_has_zero_curvature_and_zero_target_penalty():
@@ -258,12 +258,12 @@ class _FixedProbs(nn.Module):
 def test_classes_are_sampled_from_the_softmax_not_the_argmax():
     probs = torch.tensor([0.2, 0.3, 0.5])
     x = torch.zeros(6000, 1, 3, 3)
-    _, classes = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
+    _, classes = sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
     freq = torch.bincount(classes, minlength=3).double() / len(classes)
     sigma = (probs.double() * (1 - probs.double()) / len(classes)).sqrt()
     assert ((freq - probs.double()).abs() < 5 * sigma).all(), freq
-    _, again = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
-    _, other = _sq_input_gradients(_FixedProbs(probs), x, generator=generator(6))
+    _, again = sq_input_gradients(_FixedProbs(probs), x, generator=generator(5))
+    _, other = sq_input_gradients(_FixedProbs(probs), x, generator=generator(6))
     assert torch.equal(classes, again) and not torch.equal(classes, other)
 
 

@@ -91,7 +91,7 @@ def test_report_in_browser(shapes_model, tmp_path):
         [
             sys.executable,
             "-m",
-            "captum_ext.report.cli",
+            "captum_ext",
             "report",
             "--out",
             str(out),

@@ -22,9 +22,9 @@ from browser import browser_available, check_page
 from PIL import Image
 from torch import nn
 
+from captum_ext.cli import main
 from captum_ext.metrics.summary import METRIC_NAMES
-from captum_ext.report.cli import main
-from captum_ext.report.registry import available_methods
+from captum_ext.report.methods import available_methods
 
 #: Generated images: name -> (width, height, object box (x0, y0, x1, y1), class).
 IMAGES = {
@@ -103,7 +103,7 @@ def user_files(tmp_path_factory) -> dict[str, Path]:
 
 def _report(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "captum_ext.report.cli", "report", "--no-progress", *args],
+        [sys.executable, "-m", "captum_ext", "report", "--no-progress", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -16,7 +16,7 @@ from torch import nn
 
 from captum_ext._io import host_tag
 from captum_ext.report import plots
-from captum_ext.report.registry import available_methods
+from captum_ext.report.methods import available_methods
 from captum_ext.report.runner import ReportInputs, build_report_data
 from captum_ext.report.writer import write_report
 

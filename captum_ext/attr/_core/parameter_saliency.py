@@ -31,7 +31,6 @@ from captum_ext._compat import (
     log_usage,
     progress,
 )
-from captum_ext._distributed import DistContext, agree, get_context
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
@@ -48,6 +47,7 @@ from captum_ext.calibration._base import Calibration, Layout
 from captum_ext.calibration.distributed import check_same_setup
 from captum_ext.calibration.pot import POTCalibration
 from captum_ext.calibration.zscore import STD_FLOOR, ZScoreCalibration
+from captum_ext.distributed import DistContext, agree, get_context
 
 GroupSpec = dict[str, str] | Callable[[str], str] | None
 
@@ -124,11 +124,13 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
                 f"{type(loss_fn).__name__}"
             )
         self._single = isinstance(layers, nn.Module)
-        selected = (
-            default_layers(model)
-            if layers is None
-            else ([layers] if self._single else list(layers))
-        )
+        selected: list[nn.Module]
+        if layers is None:
+            selected = default_layers(model)
+        elif isinstance(layers, nn.Module):
+            selected = [layers]
+        else:
+            selected = list(layers)
         if not selected:
             raise ValueError("layers must select at least one layer, got an empty list")
         if not all(isinstance(m, nn.Module) for m in selected):
@@ -323,12 +325,13 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         if n_total is not None and (not isinstance(n_total, int) or n_total < 1):
             raise ValueError(f"n_total must be a positive int or None, got {n_total!r}")
         ctx = get_context(process_group, distributed)
-        announced, limit = reference_size(reference_loader, n_total)
+        local_size, limit = reference_size(reference_loader, n_total)
         layout = self.layout()
+        announced: int | None
         if ctx is not None:
-            announced = global_size(check_same_setup(ctx, layout, cal, announced))
+            announced = global_size(check_same_setup(ctx, layout, cal, local_size))
         else:
-            announced = None if announced is None else announced[1]
+            announced = None if local_size is None else local_size[1]
         cal.begin(layout, announced)
         seen = 0
         t0 = time.perf_counter()
@@ -361,6 +364,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             cal.finalize()
         else:
             cal.finalize_distributed(ctx)
+        assert cal.n_total is not None  # finalize sets the reference size
         self.calibration = cal
         self._fit_context = ctx
         self.last_fit_info = {
@@ -378,6 +382,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
     def _calibration(self) -> Calibration:
         if self.calibration is None or not self.calibration.fitted:
             raise ValueError("no fitted calibration: call fit() or load_calibration() first")
+        assert self.calibration.layout is not None  # fitted: begin() or load() set it
         self.calibration.layout.check(self.layout())
         return self.calibration
 
@@ -522,6 +527,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             cal = self._calibration()
             if not isinstance(cal, (ZScoreCalibration, POTCalibration)):
                 raise ValueError("input_saliency needs a fitted z-score (or POT) calibration")
+            assert cal.moments.mean is not None  # fitted: the moments hold data
             mean = cal.moments.mean.to(inputs.device, inputs.dtype)
             s = cal.moments.std()
             std = torch.where(s <= STD_FLOOR, torch.ones_like(s), s).to(inputs.device, inputs.dtype)
@@ -546,7 +552,8 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
                     prof = hooks_profiles(
                         self.model, self.filters, (x,), y[i : i + 1], None, self.loss_fn, True
                     )
-                    z = (prof - mean) / std if calibrated else prof
+                    # mean and std are set iff calibrated
+                    z = (prof - mean) / std if mean is not None and std is not None else prof
                     if compare_random:
                         idx = torch.randperm(z.shape[1], generator=generator, device=x.device)[:k]
                     else:

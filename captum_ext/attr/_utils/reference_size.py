@@ -10,7 +10,7 @@ from typing import Any
 
 from torch.utils.data import DistributedSampler
 
-from captum_ext._distributed import ShardSampler
+from captum_ext.distributed import ShardSampler
 
 
 def reference_size(loader: Any, n_total: int | None) -> tuple[tuple[str, int] | None, int | None]:

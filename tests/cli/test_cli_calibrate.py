@@ -12,7 +12,7 @@ import torch
 from captum_ext.attr import ParameterSaliency
 from captum_ext.benchmark.training import load_data
 from captum_ext.calibration import Calibration, POTCalibration
-from captum_ext.report.cli import main
+from captum_ext.cli import main
 
 N_REF = 120
 
@@ -86,7 +86,7 @@ def test_calibrate_out_must_be_a_file(tmp_path, capsys):
 
 
 def test_calibrate_checks_its_output_before_any_work(tmp_path, capsys, monkeypatch):
-    import captum_ext.report.calibrate as calibrate_cmd
+    import captum_ext.cli.calibrate as calibrate_cmd
 
     def no_work(*args, **kwargs):
         raise AssertionError("the model was trained or loaded before --out was checked")
@@ -103,7 +103,7 @@ def test_calibrate_checks_its_output_before_any_work(tmp_path, capsys, monkeypat
 def test_calibrate_says_when_n_ref_is_cut_to_the_split(shapes_model, tmp_path, capsys, monkeypatch):
     from torch.utils.data import Subset
 
-    import captum_ext.report.calibrate as calibrate_cmd
+    import captum_ext.cli.calibrate as calibrate_cmd
 
     real = calibrate_cmd.load_data
     monkeypatch.setattr(

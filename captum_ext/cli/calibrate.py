@@ -21,9 +21,8 @@ from pathlib import Path
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 
-from captum_ext._distributed import ShardSampler, get_context
 from captum_ext.benchmark.training import load_data
-from captum_ext.report.launch import (
+from captum_ext.cli.launch import (
     add_benchmark_options,
     check_benchmark_options,
     check_out_file,
@@ -31,6 +30,7 @@ from captum_ext.report.launch import (
     setup_distributed,
     train_once,
 )
+from captum_ext.distributed import ShardSampler, get_context
 
 CALIBRATIONS = ("zscore", "pot")
 

@@ -1,6 +1,6 @@
-"""``captum-ext attribute``: one registered method over a benchmark split, resumable, torchrun too.
+"""``captum-ext attribute``: one report method over a benchmark split, resumable, torchrun too.
 
-Runs :func:`captum_ext.evaluation.attribute_dataset` with a method of the report's registry on
+Runs :func:`captum_ext.dataset_attribution.attribute_dataset` with a method of the report on
 the embedded benchmark: every rank (under ``torchrun``) computes its chunks, rank 0 writes the
 index and prints one JSON line. Running the same command again resumes an interrupted run.
 
@@ -20,15 +20,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Subset
 
-from captum_ext._distributed import get_context
-from captum_ext.report.launch import (
+from captum_ext.cli.launch import (
     add_benchmark_options,
     check_benchmark_options,
     check_out_folder,
     setup_distributed,
     train_once,
 )
-from captum_ext.report.registry import PRESETS
+from captum_ext.distributed import get_context
+from captum_ext.report.method_spec import PRESETS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,8 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, usage_error: type) -> int:
     """Run ``captum-ext attribute``; returns the exit status."""
     from captum_ext.benchmark.training import load_data
-    from captum_ext.evaluation import attribute_dataset
-    from captum_ext.report.registry import available_methods, resolve_kwargs
+    from captum_ext.dataset_attribution import attribute_dataset
+    from captum_ext.report.method_spec import resolve_kwargs
+    from captum_ext.report.methods import available_methods
 
     methods = available_methods()
     if args.method not in methods:

@@ -6,7 +6,7 @@ batch and saves each chunk atomically; rank 0 writes ``index.json`` last, after 
 the chunk files hold every id exactly once. A crashed run is resumed by calling the function
 again with the same arguments (also with another number of ranks): finished chunks are kept,
 the rest is recomputed. The file format and the reader are in
-:mod:`captum_ext.evaluation.attribution_shards`.
+:mod:`captum_ext.dataset_attribution.shards`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 from torch.utils.data._utils.collate import default_convert
 
-from captum_ext._distributed import agree, get_context
 from captum_ext._io import atomic_write_text, remove_stale_temp_files
 from captum_ext._model_state import eval_mode
-from captum_ext.evaluation._dataset_rank import RankRun, Source, TargetSpec
-from captum_ext.evaluation.attribution_shards import (
+from captum_ext.dataset_attribution._rank import RankRun, Source, TargetSpec
+from captum_ext.dataset_attribution.shards import (
     FORMAT,
     INDEX,
     MANIFEST,
@@ -41,6 +40,7 @@ from captum_ext.evaluation.attribution_shards import (
     model_fingerprint,
     value_fingerprint,
 )
+from captum_ext.distributed import agree, get_context
 
 
 def attribute_dataset(
@@ -116,7 +116,7 @@ def attribute_dataset(
         show_progress: Show a progress bar over this rank's examples.
 
     Returns:
-        An :class:`~captum_ext.evaluation.attribution_shards.AttributionShards` reader of
+        An :class:`~captum_ext.dataset_attribution.AttributionShards` reader of
         ``out`` (on every rank).
 
     Raises:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from captum_ext._distributed import DistContext, barrier
+from captum_ext.distributed import DistContext, barrier
 
 
 def setup_distributed(device_arg: str, usage_error: type) -> torch.device:

@@ -1,4 +1,4 @@
-"""One rank's share of :func:`~captum_ext.evaluation.attribute_dataset`.
+"""One rank's share of :func:`~captum_ext.dataset_attribution.attribute_dataset`.
 
 :class:`RankRun` finds this rank's unfinished chunks (missing, unreadable or not of this run),
 removes temporary files left by a crash while saving them, then attributes them batch by batch
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from captum_ext._compat import NullProgress, progress
 from captum_ext._io import atomic_torch_save, remove_stale_temp_files, safe_torch_load
-from captum_ext.evaluation.attribution_shards import (
+from captum_ext.dataset_attribution.shards import (
     FORMAT,
     VERSION,
     chunk_bounds,

@@ -17,7 +17,7 @@ from small_nets import bn_dropout_net
 from torch.utils.data import TensorDataset
 
 from captum_ext.attr import RelEx
-from captum_ext.evaluation import AttributionShards, attribute_dataset
+from captum_ext.dataset_attribution import AttributionShards, attribute_dataset
 
 N, CHUNK, BATCH = 8, 4, 2
 X = torch.rand((N, 2, 6, 6), generator=torch.Generator().manual_seed(0))

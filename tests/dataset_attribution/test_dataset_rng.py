@@ -13,7 +13,7 @@ from captum.attr import Saliency
 from dataset_workers import build
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_ext.evaluation import attribute_dataset
+from captum_ext.dataset_attribution import attribute_dataset
 
 N, CHUNK, BATCH = 20, 8, 4
 

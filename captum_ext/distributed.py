@@ -1,7 +1,12 @@
 """Thin helpers over ``torch.distributed`` shared by the distributed fit and dataset runs.
 
-Everything here is a no-op-free wrapper: callers first ask :func:`get_context` whether they run in
-a multi-process job (``None`` means one process, and no collective is ever called). The wrappers
+:class:`ShardSampler` gives each rank ``indices[rank::world_size]`` of a dataset (no padding
+repeats, unlike ``DistributedSampler``): use it for the reference data of
+:meth:`captum_ext.attr.ParameterSaliency.fit` or any loader of your own under ``torchrun``. It is
+also importable from :mod:`captum_ext.evaluation`, its earlier home.
+
+The rest are no-op-free wrappers: callers first ask :func:`get_context` whether they run in a
+multi-process job (``None`` means one process, and no collective is ever called). The wrappers
 move tensors to the device the backend needs (CUDA for NCCL, CPU otherwise), count the bytes each
 rank sends and receives (reported by the benchmarks), and :func:`agree` turns an exception on one
 rank into an error on every rank instead of a hang in the next collective.
@@ -19,6 +24,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
+
+__all__ = [
+    "DistContext",
+    "ShardSampler",
+    "agree",
+    "all_gather_object",
+    "all_gather_rows",
+    "all_gather_tensor",
+    "all_to_all",
+    "barrier",
+    "get_context",
+    "shard_indices",
+]
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""The ``captum-ext`` command.
+"""The ``captum-ext`` command: its parser, the ``report`` subcommand and :func:`main`.
 
 ``captum-ext calibrate --out FILE`` fits a ParameterSaliency calibration, also under ``torchrun``
-(see :mod:`captum_ext.report.calibrate`); ``captum-ext attribute --method NAME --out DIR`` runs one
-method over a benchmark split into resumable shards (:mod:`captum_ext.report.attribute_cmd`).
+(see :mod:`captum_ext.cli.calibrate`); ``captum-ext attribute --method NAME --out DIR`` runs one
+method over a benchmark split into resumable shards (:mod:`captum_ext.cli.attribute`).
 
-``captum-ext report --out DIR`` explains images with every registered method and writes
+``captum-ext report --out DIR`` explains images with every method of the report and writes
 ``DIR/index.html``, ``DIR/results.json`` and the figures they show: the user's model and images
 (``--model torchvision:resnet18 --weights w.pt --images imgs/ [--labels l.csv --masks m/]``), or,
 without ``--images``, a model of the embedded benchmark (trained once and cached) on a few of
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 
 from captum_ext.benchmark.models import MODELS
 from captum_ext.benchmark.training import DATASETS
-from captum_ext.report.attribute_cmd import add_parser as add_attribute_parser
-from captum_ext.report.attribute_cmd import run as run_attribute
-from captum_ext.report.calibrate import add_parser as add_calibrate_parser
-from captum_ext.report.calibrate import run as run_calibrate
-from captum_ext.report.launch import check_out_folder
-from captum_ext.report.registry import PRESETS
+from captum_ext.cli.attribute import add_parser as add_attribute_parser
+from captum_ext.cli.attribute import run as run_attribute
+from captum_ext.cli.calibrate import add_parser as add_calibrate_parser
+from captum_ext.cli.calibrate import run as run_calibrate
+from captum_ext.cli.launch import check_out_folder
+from captum_ext.report.method_spec import PRESETS
 
 if TYPE_CHECKING:
     from captum_ext.report.runner import ReportInputs
@@ -145,7 +145,7 @@ def _inputs(args: argparse.Namespace, log) -> ReportInputs:
 
 
 def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from captum_ext.report.registry import available_methods
+    from captum_ext.report.methods import available_methods
 
     available = available_methods()
     names = args.methods or list(available)
@@ -204,7 +204,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"captum-ext: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Result folders of :func:`~captum_ext.evaluation.attribute_dataset`: format and reader.
+"""Result folders of :func:`~captum_ext.dataset_attribution.attribute_dataset`: format and reader.
 
 A results folder holds ``manifest.json`` (the settings of the run, written before any work),
 one ``chunk-NNNNNN.pt`` per chunk of ``chunk_size`` consecutive example ids (written atomically
@@ -259,7 +259,7 @@ def load_chunk_lazily(path: str | os.PathLike) -> Any:
 
 
 class AttributionShards:
-    """Read the results of :func:`~captum_ext.evaluation.attribute_dataset` from a folder.
+    """Read the results of :func:`~captum_ext.dataset_attribution.attribute_dataset` from a folder.
 
     Only a finished run can be read: ``index.json`` is written after every chunk is saved and
     checked. The index is validated on opening (every key and type; chunks ``0 .. C - 1`` in

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
+from captum_ext.cli import main
 from captum_ext.metrics.summary import METRIC_NAMES
-from captum_ext.report.cli import main
-from captum_ext.report.registry import available_methods
+from captum_ext.report.methods import available_methods
 
 
 def _run(args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "captum_ext.report.cli", *args],
+        [sys.executable, "-m", "captum_ext", *args],
         capture_output=True,
         text=True,
         **kw,

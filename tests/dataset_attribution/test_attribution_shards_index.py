@@ -21,8 +21,8 @@ from captum.attr import Saliency
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from captum_ext.evaluation import AttributionShards, attribute_dataset
-from captum_ext.evaluation.attribution_shards import CHUNK_KEYS, INDEX_TYPES
+from captum_ext.dataset_attribution import AttributionShards, attribute_dataset
+from captum_ext.dataset_attribution.shards import CHUNK_KEYS, INDEX_TYPES
 
 N, CHUNK = 6, 2  # chunks 0, 1, 2
 

@@ -1,8 +1,8 @@
-"""The method registry of the ``captum-ext report`` command.
+"""How the ``captum-ext report`` command builds and calls a method: :class:`MethodSpec`.
 
-Adding a method to the report is one :func:`register` call in
-:mod:`captum_ext.report.methods`: a name, a constructor taking the model, and the keyword
-arguments of ``attribute`` for each preset (with lighter ones for ``--quick``).
+A spec holds a name, a constructor taking the model, and the keyword arguments of ``attribute``
+for each preset (with lighter ones for ``--quick``). The report's methods are the explicit list
+:data:`captum_ext.report.methods.METHODS`; adding a method to the report is one entry there.
 
 Presets (:data:`PRESETS`): ``"fast"`` sizes a method for 224 x 224 images on a CPU and
 ``"paper"`` uses its paper's settings. Each spec says in ``notes`` what a preset changes.
@@ -10,6 +10,7 @@ Presets (:data:`PRESETS`): ``"fast"`` sizes a method for 224 x 224 images on a C
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
@@ -105,23 +106,18 @@ def _resolve(kwargs: KwargsArg, inputs: torch.Tensor, n_classes: int) -> dict:
     return dict(kwargs(inputs, n_classes) if callable(kwargs) else kwargs)
 
 
-#: Filled by :mod:`captum_ext.report.methods`; use :func:`available_methods` to read it.
-METHODS: dict[str, MethodSpec] = {}
+def by_name(specs: Iterable[MethodSpec]) -> dict[str, MethodSpec]:
+    """``specs`` by name, in their order (names must be unique; presets must be known).
 
-
-def available_methods() -> dict[str, MethodSpec]:
-    """All registered methods by name (imports :mod:`captum_ext.report.methods` on first use)."""
-    from captum_ext.report import methods  # noqa: F401 - registering happens at import
-
-    return METHODS
-
-
-def register(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to :data:`METHODS` (names must be unique; presets must be known)."""
-    if spec.name in METHODS:
-        raise ValueError(f"a method named {spec.name!r} is already registered")
-    unknown = set(spec.presets) - set(PRESETS)
-    if unknown:
-        raise ValueError(f"{spec.name}: unknown presets {sorted(unknown)}; known: {PRESETS}")
-    METHODS[spec.name] = spec
-    return spec
+    Raises:
+        ValueError: Two specs share a name, or a spec defines a preset not in :data:`PRESETS`.
+    """
+    methods: dict[str, MethodSpec] = {}
+    for spec in specs:
+        if spec.name in methods:
+            raise ValueError(f"a method named {spec.name!r} is listed twice")
+        unknown = set(spec.presets) - set(PRESETS)
+        if unknown:
+            raise ValueError(f"{spec.name}: unknown presets {sorted(unknown)}; known: {PRESETS}")
+        methods[spec.name] = spec
+    return methods

@@ -20,8 +20,8 @@ from dist_launch import describe, run_ranks
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from captum_ext._distributed import ShardSampler as DistShardSampler
 from captum_ext.attr import CAFO
+from captum_ext.distributed import ShardSampler as DistShardSampler
 from captum_ext.evaluation import AttributionShards, ShardSampler, attribute_dataset
 
 N = 70
@@ -411,3 +411,11 @@ def test_device_moves_inputs_and_saves_on_cpu(data, tmp_path):
     got = shards.load()
     assert got.device.type == "cpu"
     assert torch.allclose(got, Saliency(model.cpu()).attribute(x, target=y), atol=1e-6)
+
+
+def test_evaluation_reexports_the_dataset_runner():
+    import captum_ext.dataset_attribution as runner_package
+    import captum_ext.evaluation as evaluation
+
+    assert evaluation.attribute_dataset is runner_package.attribute_dataset
+    assert evaluation.AttributionShards is runner_package.AttributionShards

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from captum_ext.benchmark.training import load_data
-from captum_ext.evaluation import AttributionShards
-from captum_ext.report.cli import main
-from captum_ext.report.registry import available_methods
+from captum_ext.cli import main
+from captum_ext.dataset_attribution import AttributionShards
+from captum_ext.report.methods import available_methods
 
 N = 40
 
