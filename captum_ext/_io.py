@@ -95,7 +95,7 @@ def is_stale_temp(name: str) -> bool:
 
 
 def remove_stale_temp_files(
-    folder: str | os.PathLike, is_mine: Callable[[str], bool]
+    folder: str | os.PathLike[str], is_mine: Callable[[str], bool]
 ) -> list[Path]:
     """Delete the stale temporary files in ``folder`` whose names ``is_mine`` accepts.
 

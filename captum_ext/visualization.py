@@ -12,7 +12,7 @@ show them in a notebook with ``display(fig)``.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
@@ -23,11 +23,15 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import SubFigure
 
 __all__ = ["attribution_to_map", "show_on_image"]
 
 #: The accepted values of ``sign``, as in Captum's ``visualize_image_attr``.
 SIGNS = ("absolute_value", "positive", "negative", "all")
+
+#: The type of a ``sign`` argument: one of :data:`SIGNS`.
+Sign = Literal["absolute_value", "positive", "negative", "all"]
 
 _LABELS = {
     "absolute_value": "|attribution| (scaled)",
@@ -39,7 +43,7 @@ _LABELS = {
 
 def attribution_to_map(
     attribution: Tensor,
-    sign: str = "absolute_value",
+    sign: Sign = "absolute_value",
     percentile: float = 99.0,
     *,
     warn: bool = True,
@@ -148,11 +152,47 @@ def _draw_mask(ax: Axes, mask: np.ndarray | None, color: str) -> None:
         ax.contour(mask, levels=[0.5], colors=color, linewidths=1.2)
 
 
+@overload
 def show_on_image(
     image: Tensor,
     attribution: Tensor,
     *,
-    sign: str = "absolute_value",
+    sign: Sign = ...,
+    alpha: float = ...,
+    cmap: str | None = ...,
+    percentile: float = ...,
+    mask: Tensor | None = ...,
+    title: str | None = ...,
+    colorbar: bool = ...,
+    show_raw: bool = ...,
+    ax: None = ...,
+    fontsize: float = ...,
+) -> tuple[Figure, list[Axes]]: ...
+
+
+@overload
+def show_on_image(  # an ``ax`` of a subfigure draws into (and returns) that subfigure
+    image: Tensor,
+    attribution: Tensor,
+    *,
+    sign: Sign = ...,
+    alpha: float = ...,
+    cmap: str | None = ...,
+    percentile: float = ...,
+    mask: Tensor | None = ...,
+    title: str | None = ...,
+    colorbar: bool = ...,
+    show_raw: bool = ...,
+    ax: Axes | None,
+    fontsize: float = ...,
+) -> tuple[Figure | SubFigure, list[Axes]]: ...
+
+
+def show_on_image(
+    image: Tensor,
+    attribution: Tensor,
+    *,
+    sign: Sign = "absolute_value",
     alpha: float = 0.5,
     cmap: str | None = None,
     percentile: float = 99.0,
@@ -162,7 +202,7 @@ def show_on_image(
     show_raw: bool = False,
     ax: Axes | None = None,
     fontsize: float = 10,
-) -> tuple[Figure, list[Axes]]:
+) -> tuple[Figure | SubFigure, list[Axes]]:
     """Draw an attribution as a heat map blended over its image, with a colour bar.
 
     The map is :func:`attribution_to_map` of ``attribution``, drawn with ``cmap`` at opacity
@@ -189,8 +229,9 @@ def show_on_image(
         fontsize: Font size of the title, in points (labels are 2 points smaller).
 
     Returns:
-        The figure and the list of axes drawn into (the overlay, then the raw map if any);
-        colour bars are extra axes of the figure.
+        The figure (``ax.figure`` when ``ax`` is given: a ``SubFigure`` if ``ax`` is in one)
+        and the list of axes drawn into (the overlay, then the raw map if any); colour bars are
+        extra axes of the figure.
 
     Raises:
         ValueError: ``image`` is not ``(C, H, W)`` in [0, 1]; ``attribution`` does not match its
@@ -208,7 +249,7 @@ def show_on_image(
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
     img = _image_array(image)
-    size = tuple(image.shape[-2:])
+    size = (image.shape[-2], image.shape[-1])
     if not isinstance(attribution, Tensor) or tuple(attribution.shape[-2:]) != size:
         shape = tuple(attribution.shape) if isinstance(attribution, Tensor) else type(attribution)
         raise ValueError(f"attribution must have the image's size {size}; got shape {shape}")
@@ -216,6 +257,7 @@ def show_on_image(
     amap = attribution_to_map(attribution, sign, percentile).float().numpy()
     signed = sign == "all"
     norm = Normalize(vmin=-1.0 if signed else 0.0, vmax=1.0)
+    fig: Figure | SubFigure
     if ax is None:
         fig = Figure(figsize=(5.8 if show_raw else 3.3, 2.8), layout="compressed")
         axes = list(fig.subplots(1, 2 if show_raw else 1, squeeze=False)[0])

@@ -343,7 +343,7 @@ def _train_or_load(config: TrainConfig, force: bool) -> TrainedModel:
     ]
     stages.append((*train_data.tensors()[:2], config.epochs))
     _fit(net, stages, config)
-    info: dict = {"train_seconds": time.perf_counter() - start}
+    info = {"train_seconds": time.perf_counter() - start}
     test_images, test_labels = load_data(config, "test").tensors()[:2]
     info["test_accuracy"] = accuracy(net, test_images, test_labels)
     if config.dataset == "shapes":

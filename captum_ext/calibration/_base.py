@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -152,6 +152,17 @@ class Calibration(ABC):
     def finalize_distributed(self, ctx: Any) -> Calibration:
         """Merge every rank's streamed state (see :mod:`captum_ext.calibration.distributed`)."""
 
+    def score(self, profiles: Tensor) -> Any:
+        """Calibrated scores of profiles ``(N, n_filters)`` (each kind returns its own type)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score()")
+
+    def rank(self, profiles: Tensor, k: int | None = None) -> Tensor | list[Tensor]:
+        """Flat filter rankings of profiles ``(N, n_filters)``, most salient first.
+
+        Kinds may take further keyword options (see each kind's ``rank``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement rank()")
+
     def _check_profiles(self, profiles: Tensor) -> Tensor:
         if not isinstance(profiles, Tensor) or profiles.dim() != 2:
             raise ValueError(
@@ -204,6 +215,7 @@ class Calibration(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted calibration atomically (tensors, strings and ints only)."""
         self._require_fitted()
+        assert self.layout is not None  # a fitted calibration has its layout (begin or load)
         state = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -256,10 +268,12 @@ class Calibration(ABC):
         return obj
 
 
-_KINDS: dict[str, type] = {}
+_KINDS: dict[str, type[Calibration]] = {}
+
+_CalibrationType = TypeVar("_CalibrationType", bound="type[Calibration]")
 
 
-def register_kind(cls: type) -> type:
+def register_kind(cls: _CalibrationType) -> _CalibrationType:
     """Class decorator: make ``Calibration.load`` able to rebuild ``cls`` from its ``kind``."""
     _KINDS[cls.kind] = cls
     return cls

@@ -49,6 +49,7 @@ class RunningMoments:
             raise ValueError(
                 f"cannot merge statistics of {mean_b.shape[0]} columns into {self.mean.shape[0]}"
             )
+        assert self.m2 is not None  # set together with self.mean
         n = self.count
         tot = n + n_b
         delta = mean_b.to(self.mean.device) - self.mean
@@ -59,6 +60,8 @@ class RunningMoments:
     def merge(self, other: RunningMoments) -> RunningMoments:
         """Merge another accumulator's statistics into this one (in place); returns self."""
         if other.count:
+            # a non-empty accumulator has its mean and M2 (set by its first non-empty batch)
+            assert other.mean is not None and other.m2 is not None
             self._merge(other.count, other.mean, other.m2)
         return self
 

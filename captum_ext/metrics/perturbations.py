@@ -27,7 +27,7 @@ perturbation).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from captum.metrics import infidelity_perturb_func_decorator
@@ -38,6 +38,9 @@ from captum_ext.attr._utils.grid import sample_tv_perturbations, upsample_neares
 # draw(x, fill, radius) -> (I, x_perturbed) for one tensor
 _Draw = Callable[[Tensor, Any, Any], "tuple[Tensor, Tensor]"]
 _OUTPUTS = ("infidelity", "sensitivity")
+
+#: Which of Captum's ``perturb_func`` contracts a factory's function satisfies.
+PerturbOutput = Literal["infidelity", "sensitivity"]
 
 
 def _generator(generator: torch.Generator | None) -> torch.Generator:
@@ -70,7 +73,7 @@ def _map(inputs: Any, fn: Callable[[Tensor, Any], tuple[Tensor, Tensor]], baseli
 
 
 def _build(
-    draw: _Draw, output: str, multiply_by_inputs: bool | None, radius_arg: bool = False
+    draw: _Draw, output: PerturbOutput, multiply_by_inputs: bool | None, radius_arg: bool = False
 ) -> Callable[..., Any]:
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
@@ -121,7 +124,7 @@ def gaussian_perturbation(
     std: float,
     *,
     noisy_baseline: bool = False,
-    output: str = "infidelity",
+    output: PerturbOutput = "infidelity",
     multiply_by_inputs: bool | None = None,
     generator: torch.Generator | None = None,
 ) -> Callable[..., Any]:
@@ -165,7 +168,7 @@ def square_removal_perturbation(
     sizes: Sequence[int] = range(1, 11),
     baseline: float = 0.0,
     *,
-    output: str = "infidelity",
+    output: PerturbOutput = "infidelity",
     multiply_by_inputs: bool | None = None,
     generator: torch.Generator | None = None,
 ) -> Callable[..., Any]:
@@ -224,9 +227,9 @@ def square_removal_perturbation(
 def tv_perturbation(
     sigma: float = 0.02,
     grid: tuple[int, int] | None = None,
-    boundary: str = "padded",
+    boundary: Literal["padded", "none"] = "padded",
     *,
-    output: str = "infidelity",
+    output: PerturbOutput = "infidelity",
     multiply_by_inputs: bool | None = None,
     generator: torch.Generator | None = None,
 ) -> Callable[..., Any]:
@@ -275,7 +278,7 @@ def tv_perturbation(
 def uniform_perturbation(
     radius: float | None = None,
     *,
-    output: str = "sensitivity",
+    output: PerturbOutput = "sensitivity",
     multiply_by_inputs: bool | None = None,
     generator: torch.Generator | None = None,
 ) -> Callable[..., Any]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -166,7 +166,9 @@ def _explainer(explain: Any, attribute_kwargs: dict) -> Callable[[nn.Module, Ten
 def _reinit(module: nn.Module, seed: int, devices: list[int]) -> None:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        module.reset_parameters()
+        reset = module.reset_parameters
+        assert callable(reset)  # model_randomization checked every layer has reset_parameters
+        reset()
 
 
 @log_usage()
@@ -176,7 +178,7 @@ def model_randomization(
     inputs: Tensor,
     target: Any = None,
     *,
-    mode: str = "cascading",
+    mode: Literal["cascading", "independent"] = "cascading",
     layers: Sequence[str] | None = None,
     seed: int = 0,
     measures: Sequence[str] = MEASURES,

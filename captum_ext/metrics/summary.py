@@ -125,9 +125,11 @@ def evaluate_attributions(
             "insertion": insertion(model, inputs, attributions, target, **fid).auc,
         }
         if infidelity_perturb_func is None:
-            kind = {} if not multiply_by_inputs else {"multiply_by_inputs": True}
             infidelity_perturb_func = gaussian_perturbation(
-                0.2, noisy_baseline=True, generator=generator, **kind
+                0.2,
+                noisy_baseline=True,
+                generator=generator,
+                multiply_by_inputs=True if multiply_by_inputs else None,  # None: the default
             )
         attr_for_infid = attributions if attributions.shape == inputs.shape else None
         if attr_for_infid is not None:

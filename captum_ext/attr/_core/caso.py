@@ -406,13 +406,14 @@ class CASO(ContextAware):
                 bar.total += options["n_iter"]
             first[0] = False
             key = tuple(idx.tolist())
+            sel: slice | Tensor
             if len(key) == n:
                 sub_op, sel = op, slice(None)
             else:
-                sel = idx.to(g.device)
+                sel_idx = idx.to(g.device)
                 if key not in subsets:
-                    subsets[key] = op.subset(sel)
-                sub_op = subsets[key]
+                    subsets[key] = op.subset(sel_idx)
+                sub_op, sel = subsets[key], sel_idx
             gi, lam2_i = g[sel][:, None], lam2[sel][:, None]
             res = fista(
                 sub_op, gi, lam.to(device=g.device, dtype=g.dtype), lam2_i,

@@ -438,6 +438,7 @@ def relex_objective(
             row_loss = _row_losses(
                 logits, row_target[start:stop], background.bool(), lambda2, reference_numerics
             )
+            in_grads: tuple[Tensor | None, ...]  # allow_unused: None for unused leaves
             if row_loss.requires_grad:
                 in_grads = torch.autograd.grad(row_loss.sum(), leaves, allow_unused=True)
             else:
@@ -467,6 +468,7 @@ def normalise_per_example(grads: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         The normalised gradients: unit norm per example, or exactly zero where the norm is 0.
     """
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads)
+    assert isinstance(sq, Tensor)  # grads holds one tensor per input (at least one)
     norm = sq.sqrt()
     inv = torch.where(norm > 0, 1.0 / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
     return tuple(g * inv.view(-1, *([1] * (g.dim() - 1))) for g in grads)

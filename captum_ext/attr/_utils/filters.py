@@ -176,7 +176,8 @@ def _blocks_of(name: str, layer: nn.Module, offset: int) -> list[FilterBlock]:
         return [FilterBlock(name, "weight", "conv_transpose", layer.weight.shape[1], offset)]
     if isinstance(layer, nn.Linear):
         return [FilterBlock(name, "weight", "linear", layer.weight.shape[0], offset)]
-    # MultiheadAttention
+    # FilterTable admits SUPPORTED_LAYERS only: what is left is a MultiheadAttention
+    assert isinstance(layer, nn.MultiheadAttention)
     h = layer.num_heads
     if layer.in_proj_weight is not None:
         d = layer.embed_dim
@@ -192,7 +193,7 @@ def _blocks_of(name: str, layer: nn.Module, offset: int) -> list[FilterBlock]:
 
 def default_layers(model: nn.Module) -> list[nn.Module]:
     """Every ``nn.Conv2d`` of ``model`` in ``named_modules()`` order (Levin et al.'s choice)."""
-    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    layers: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not layers:
         raise ValueError("layers=None selects every nn.Conv2d, but the model has none")
     return layers

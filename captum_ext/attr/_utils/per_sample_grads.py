@@ -17,7 +17,7 @@ Neither route touches ``.grad``: gradients are taken with ``torch.autograd.grad`
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ def default_loss(outputs: Tensor, target: Tensor) -> Tensor:
 
 
 @contextmanager
-def saliency_state(model: nn.Module, weights: list[Tensor]) -> Iterator[None]:
+def saliency_state(model: nn.Module, weights: Sequence[Tensor]) -> Iterator[None]:
     """Eval mode on every module and ``requires_grad`` on ``weights``; all restored on exit."""
     req = [(w, w.requires_grad) for w in weights]
     try:
@@ -160,6 +160,7 @@ def hooks_profiles(
                 total = torch.einsum("ngop,ngip->ngoi", factors[0][1], factors[0][0])
                 for u, gv in factors[1:]:  # a layer called several times: sum before the abs
                     total = total + torch.einsum("ngop,ngip->ngoi", gv, u)
+                assert isinstance(layer, _HOOKABLE)  # the hooks route: can_use_hooks(table)
                 w = total.reshape(n, *layer.weight.shape)
                 if len(blocks) == 1 and not create_graph:
                     cols.append(blocks[0].reduce(w, inplace=True))
