@@ -152,16 +152,16 @@ class Calibration(ABC):
     def finalize_distributed(self, ctx: Any) -> Calibration:
         """Merge every rank's streamed state (see :mod:`captum_ext.calibration.distributed`)."""
 
+    @abstractmethod
     def score(self, profiles: Tensor) -> Any:
         """Calibrated scores of profiles ``(N, n_filters)`` (each kind returns its own type)."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement score()")
 
+    @abstractmethod
     def rank(self, profiles: Tensor, k: int | None = None) -> Tensor | list[Tensor]:
         """Flat filter rankings of profiles ``(N, n_filters)``, most salient first.
 
         Kinds may take further keyword options (see each kind's ``rank``).
         """
-        raise NotImplementedError(f"{type(self).__name__} does not implement rank()")
 
     def _check_profiles(self, profiles: Tensor) -> Tensor:
         if not isinstance(profiles, Tensor) or profiles.dim() != 2:
