@@ -282,7 +282,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
            per filter, so thresholds and peaks are exactly the single-process ones; each rank
            fits the GPDs of its slice of filters (see :mod:`captum_ext.calibration.distributed`).
 
-        Shard with :class:`captum_ext.evaluation.ShardSampler` (``indices[rank::world]``). A
+        Shard with :class:`captum_ext.distributed.ShardSampler` (``indices[rank::world]``). A
         :class:`~torch.utils.data.DistributedSampler` works too: the examples it repeats to pad
         the shards (``drop_last=False``) are dropped, so each example counts once.
 
