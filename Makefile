@@ -17,7 +17,7 @@ endif
 STAMP := $(VENV)/.captum-ext-installed
 OUT ?= reports/demo
 
-.PHONY: demo test lint bench venv tutorials clean
+.PHONY: demo test lint docs bench venv tutorials clean
 
 venv: $(STAMP)
 
@@ -39,9 +39,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check captum_ext tests benchmarks tutorials
 	$(VENV)/bin/ruff format --check captum_ext tests benchmarks tutorials
+	$(VENV)/bin/mypy -p captum_ext
+
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) reports docs/_build .pytest_cache .ruff_cache *.egg-info

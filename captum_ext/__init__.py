@@ -16,7 +16,7 @@ re-exported here:
 - :mod:`captum_ext.cli`: the ``captum-ext`` command; :mod:`captum_ext.report`: the HTML report
   it writes.
 - :mod:`captum_ext.visualization`: maps blended over their image (``show_on_image``), imported
-  on its own so that ``import captum_ext`` does not load matplotlib.
+  on its own: the library modules do not import matplotlib (``captum.attr`` itself does).
 """
 
 __version__ = "0.1.0"

@@ -229,7 +229,7 @@ def show_on_image(
         fontsize: Font size of the title, in points (labels are 2 points smaller).
 
     Returns:
-        The figure (``ax.figure`` when ``ax`` is given: a ``SubFigure`` if ``ax`` is in one)
+        The figure (``ax.figure`` when ``ax`` is given, a ``SubFigure`` if ``ax`` is in one)
         and the list of axes drawn into (the overlay, then the raw map if any); colour bars are
         extra axes of the figure.
 

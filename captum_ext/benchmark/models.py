@@ -198,6 +198,7 @@ def saturated(model: nn.Module, scale: float = 20.0) -> Saturated:
     return Saturated(model, scale)
 
 
+#: Registry name -> factory ``(in_channels, num_classes) -> nn.Module`` of an untrained model.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
     "resnet18": resnet18_cifar,

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+#: The class names, in label order (label ``i`` is ``CLASSES[i]``).
 CLASSES: tuple[str, ...] = ("square", "disc", "triangle", "cross", "ring", "bar")
+#: The background styles (``domain=``); changing it keeps labels, objects and masks.
 DOMAINS: tuple[str, ...] = ("blobs", "stripes")
 PLACEMENTS: tuple[str, ...] = ("uniform", "off_center")
 _SPLITS = {"train": 0, "test": 1}

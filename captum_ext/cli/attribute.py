@@ -4,7 +4,8 @@ Runs :func:`captum_ext.dataset_attribution.attribute_dataset` with a method of t
 the embedded benchmark: every rank (under ``torchrun``) computes its chunks, rank 0 writes the
 index and prints one JSON line. Running the same command again resumes an interrupted run.
 
-Examples:
+Examples (one process, then two under ``torchrun``)::
+
     captum-ext attribute --method LEG-TV --out runs/legtv --n-images 200
     torchrun --standalone --nproc-per-node 2 -m captum_ext attribute --method CASO --out runs/caso
 """

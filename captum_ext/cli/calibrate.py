@@ -6,7 +6,8 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every rank joins a pr
 JSON line (sizes, seconds, bytes exchanged). Rank 0 trains or loads the benchmark model first;
 the other ranks then read it from the cache.
 
-Examples:
+Examples (one process, then two under ``torchrun``)::
+
     captum-ext calibrate --calibration pot --out pot.pt
     torchrun --standalone --nproc-per-node 2 -m captum_ext calibrate --calibration pot --out pot.pt
 """

@@ -296,7 +296,8 @@ class RankRun:
                 f"contain {bad} non-finite values (NaN or inf) out of {total}; the chunk was not "
                 "saved. Check these examples, the model's outputs and the method's settings"
             )
-        has_targets = all(t is not None for t in chunk.targets)
+        targets = [t for t in chunk.targets if t is not None]
+        has_targets = len(targets) == len(chunk.targets)
         record = {
             "format": FORMAT,
             "version": VERSION,
@@ -305,7 +306,7 @@ class RankRun:
             "ids": torch.arange(chunk.start, chunk.stop),
             "attributions": attrs,
             "is_tuple": bool(chunk.is_tuple),
-            "targets": torch.cat(chunk.targets) if has_targets else None,
+            "targets": torch.cat(targets) if has_targets else None,
             "deltas": torch.cat(chunk.deltas) if chunk.deltas else None,
         }
         atomic_torch_save(record, self.out / chunk_name(chunk.index))

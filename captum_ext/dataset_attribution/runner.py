@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sized
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def _source(data: Any, batch_size: int | None) -> Source:
             f"IterableDataset ({type(dataset).__name__}): resumable runs address examples by "
             "id, which needs __getitem__ and __len__"
         )
-    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+    if not (hasattr(dataset, "__getitem__") and isinstance(dataset, Sized)):
         raise TypeError(
             "data must be a map-style dataset with __getitem__ and __len__ (or a DataLoader "
             f"over one), got {type(dataset).__name__}"
@@ -399,6 +400,8 @@ def _write_index(out: Path, manifest: dict, world: int, elapsed: float) -> None:
             f"attribute_dataset: the chunk files hold {int((counts == 0).sum())} ids never and "
             f"{int((counts > 1).sum())} ids more than once"
         )
+    # the manifest's n >= 1 (attribute_dataset refuses empty data), so the loop ran at least once
+    assert layout is not None
     index = {
         "format": FORMAT,
         "version": VERSION,

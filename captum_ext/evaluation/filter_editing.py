@@ -32,6 +32,7 @@ from captum_ext.attr._utils.filters import FilterTable
 from captum_ext.attr._utils.per_sample_grads import default_loss, saliency_state
 
 _EDITABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_Editable = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _channel_view(mask: Tensor, out: Tensor, layer: nn.Module) -> Tensor:
     return mask.reshape(*mask.shape, *([1] * (out.dim() - 2)))
 
 
-def _bias_view(layer: nn.Module, out: Tensor) -> Tensor | float:
+def _bias_view(layer: _Editable, out: Tensor) -> Tensor | float:
     if layer.bias is None:
         return 0.0
     b = layer.bias
@@ -96,7 +97,7 @@ def _bias_view(layer: nn.Module, out: Tensor) -> Tensor | float:
     return b.reshape(1, -1, *([1] * (out.dim() - 2)))
 
 
-def _extra_output(layer: nn.Module, a: Tensor, dw: Tensor) -> Tensor:
+def _extra_output(layer: _Editable, a: Tensor, dw: Tensor) -> Tensor:
     if isinstance(layer, nn.Linear):
         return F.linear(a, dw)
     return layer._conv_forward(a, dw, None)
@@ -110,6 +111,8 @@ def _edit_hook(mask: Tensor, dws: list[tuple[slice, Tensor]] | None, lr: float |
     """
 
     def hook(layer: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        # hooks go only on layers that _layer_masks accepted (it raises for any other type)
+        assert isinstance(layer, _EDITABLE)
         m = _channel_view(mask, out, layer)
         if dws is None or lr is None:
             return m * _bias_view(layer, out) + (1 - m) * out
@@ -143,13 +146,16 @@ def _curves(
     if not isinstance(examples_per_batch, int) or examples_per_batch < 1:
         raise ValueError(f"examples_per_batch must be a positive int, got {examples_per_batch!r}")
     ranks = _as_rankings(rankings, n)
-    weights = [layer.weight for layer in table.layers]
+    weights = [_weight(layer) for layer in table.layers]
     per = torch.full((n, max_k + 1, 3), float("nan"), dtype=torch.float64)
     dev = inputs.device
     with saliency_state(model, weights):
         for start in range(0, n, examples_per_batch):
             idx = list(range(start, min(n, start + examples_per_batch)))
-            masks, grads, rows, xs = {}, {}, [], []
+            masks: dict[int, Tensor] = {}
+            grads: dict[int, list[tuple[slice, Tensor]]] = {}
+            rows: list[slice] = []
+            xs: list[Tensor] = []
             offset = 0
             for i in idx:
                 k_i = min(max_k, len(ranks[i]))
@@ -190,6 +196,14 @@ def _curves(
     counts = reached.sum(0)
     mean = torch.where(reached[..., None], per, 0.0).sum(0) / counts.clamp_min(1)[:, None]
     return EditCurves(mean[:, 0], mean[:, 1], mean[:, 2], counts, per)
+
+
+def _weight(layer: nn.Module) -> Tensor:
+    w = layer.weight
+    # a FilterTable layer's ``weight`` is a Parameter, or a plain tensor under weight
+    # parametrisation (a MultiheadAttention has none: the line above raises AttributeError)
+    assert isinstance(w, Tensor)
+    return w
 
 
 def _pad_rows(m: Tensor, rows: int) -> Tensor:

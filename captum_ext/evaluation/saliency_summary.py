@@ -8,7 +8,7 @@ and one-step fine-tuning curves, with a random-ranking baseline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from captum_ext.attr._core.parameter_saliency import GroupSpec, ParameterSaliency
 from captum_ext.calibration.pot import POTCalibration
 from captum_ext.calibration.zscore import ZScoreCalibration
-from captum_ext.evaluation.filter_editing import finetuning_curves, pruning_curves
+from captum_ext.evaluation.filter_editing import EditCurves, finetuning_curves, pruning_curves
 
 
 def compare_calibrations(
@@ -48,10 +48,11 @@ def compare_calibrations(
         seed: Seed of the random baseline ranking.
 
     Returns:
-        ``{"n_reference", "n_misclassified", "k", "groups": {method: {group: percent}},
-        "pruning": {method: {...}}, "finetuning": {method: {...}}}`` where each curve summary
-        holds ``wrong_prob_delta``, ``true_prob_delta``, ``corrected`` and ``n`` at ``k`` filters
-        (methods: ``"z-score"``, ``"POT"``, ``"random"``; the random baseline has no groups).
+        A dict with ``"n_reference"``, ``"n_misclassified"``, ``"k"``, ``"groups"``
+        (``{method: {group: percent}}``), ``"pruning"`` and ``"finetuning"``
+        (``{method: {...}}``), where each curve summary holds ``wrong_prob_delta``,
+        ``true_prob_delta``, ``corrected`` and ``n`` at ``k`` filters (methods: ``"z-score"``,
+        ``"POT"``, ``"random"``; the random baseline has no groups).
 
     Examples:
         >>> out = compare_calibrations(model, ref_loader, x_shift, y_shift, k=10)
@@ -59,8 +60,9 @@ def compare_calibrations(
     """
     ps = ParameterSaliency(model, layers=layers)
     zcal, pot = ZScoreCalibration(), POTCalibration(level=level)
+    dataset = getattr(reference, "dataset", None)  # a DataLoader's; None for other iterables
     try:
-        n_total = len(reference.dataset)  # type: ignore[attr-defined]
+        n_total = len(dataset) if isinstance(dataset, Sized) else None
     except (AttributeError, TypeError):
         n_total = None
     zcal.begin(ps.layout(), n_total)
@@ -91,25 +93,28 @@ def compare_calibrations(
     xw, yw = inputs[wrong], labels[wrong]
     prof = ps.profiles(xw, yw)
     gen = torch.Generator().manual_seed(seed)
-    rankings = {
+    rankings: dict[str, Tensor | list[Tensor]] = {
         "z-score": zcal.rank(prof, k=k),
         "POT": pot.rank(prof, k=k),
         "random": zcal.rank(prof, k=k, order="random", generator=gen),
     }
     for name, r in rankings.items():
-        if name != "random" and sum(len(x) for x in r):
+        if name != "random" and sum(len(x) for x in r) > 0:
             out["groups"][name] = ps.group_summary(r, groups=groups, k=k)
-        for key, fn, kw in (
-            ("pruning", pruning_curves, {}),
-            ("finetuning", finetuning_curves, {"lr": lr}),
-        ):
-            c = fn(model, ps.filters, xw, yw, r, max_k=k, **kw)
-            last = int((c.counts > 0).nonzero().max())
-            out[key][name] = {
-                "filters": last,
-                "wrong_prob_delta": float(c.wrong_prob_delta[last]),
-                "true_prob_delta": float(c.true_prob_delta[last]),
-                "corrected": float(c.corrected[last]),
-                "n": int(c.counts[last]),
-            }
+        out["pruning"][name] = _curve_end(pruning_curves(model, ps.filters, xw, yw, r, max_k=k))
+        out["finetuning"][name] = _curve_end(
+            finetuning_curves(model, ps.filters, xw, yw, r, max_k=k, lr=lr)
+        )
     return out
+
+
+def _curve_end(c: EditCurves) -> dict[str, float]:
+    """The values of an edit curve at its last column that some example reaches."""
+    last = int((c.counts > 0).nonzero().max())
+    return {
+        "filters": last,
+        "wrong_prob_delta": float(c.wrong_prob_delta[last]),
+        "true_prob_delta": float(c.true_prob_delta[last]),
+        "corrected": float(c.corrected[last]),
+        "n": int(c.counts[last]),
+    }

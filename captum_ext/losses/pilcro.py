@@ -213,7 +213,7 @@ class PILCRO(nn.Module):
             A scalar tensor; it carries a graph when grad mode is on.
         """
         inputs = check_images(inputs)
-        check_spatial(*inputs.shape[-2:], self.kernel)
+        check_spatial(inputs.shape[-2], inputs.shape[-1], self.kernel)
         if self.generator is None:
             self.generator = default_generator(inputs.device)
         keep_graph = torch.is_grad_enabled()

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sized
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -158,7 +158,7 @@ def importance_landscape(
     if isinstance(inputs_or_loader, Tensor):
         total: int | None = math.ceil(inputs_or_loader.shape[0] / batch_size)
     else:
-        total = len(inputs_or_loader) if hasattr(inputs_or_loader, "__len__") else None
+        total = len(inputs_or_loader) if isinstance(inputs_or_loader, Sized) else None
     bar = progress(desc="Importance landscape", total=total) if show_progress else NullProgress()
     acc: Tensor | None = None
     count, shape, dtype = 0, None, None
@@ -254,7 +254,7 @@ def smoothness_map(
     for images, _ in _batches(images_or_loader, batch_size):
         if shape is None:
             shape, dtype = images.shape[1:], images.dtype
-            check_spatial(*shape[-2:], kernel, "images")
+            check_spatial(shape[-2], shape[-1], kernel, "images")
             if min(shape[-2:]) < 2:
                 raise ValueError(f"reflect padding needs H, W >= 2, got {tuple(shape[-2:])}")
             weight = resolve_kernel(kernel, images.device, torch.float64)
@@ -328,7 +328,7 @@ class LandscapeSummary(NamedTuple):
 
 
 def landscape_summary(
-    model: nn.Module, inputs_or_loader: Batches, **kwargs: object
+    model: nn.Module, inputs_or_loader: Batches, **kwargs: Any
 ) -> LandscapeSummary:
     """Importance landscape ``I'`` of ``model`` on some images and its TV, in one call.
 
@@ -347,5 +347,5 @@ def landscape_summary(
         >>> summary.landscape.shape, summary.total_variation >= 0
         (torch.Size([32, 32]), True)
     """
-    landscape = importance_landscape(model, inputs_or_loader, **kwargs)  # type: ignore[arg-type]
+    landscape = importance_landscape(model, inputs_or_loader, **kwargs)
     return LandscapeSummary(landscape, float(landscape_total_variation(landscape)))

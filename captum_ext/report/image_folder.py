@@ -102,7 +102,7 @@ def load_images(
         pixels.append(_square(x, size).clamp(0, 1))
         if mask_files is not None:
             mask_name = mask_files.find(name)
-            mask = _read(Path(masks) / mask_name, mask_name, "L", "--masks")
+            mask = _read(mask_files.root / mask_name, mask_name, "L", "--masks")
             if mask.size != image.size:
                 raise ValueError(
                     f"--masks: mask {mask_name} is {mask.width}x{mask.height} but its image "
@@ -292,6 +292,11 @@ class Normalized(nn.Module):
         mean: Channel means.
         std: Channel standard deviations (> 0).
     """
+
+    # Buffers registered in __init__; declared so that they type as tensors, not as
+    # ``nn.Module.__getattr__``'s ``Tensor | Module``.
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()

@@ -116,7 +116,7 @@ def load_model(
         except NotImplementedError:  # torch.export modules: the mode is fixed at export time
             pass
         n_classes = _probe(model, name, kind, probe_size, num_classes)
-    notes = ()
+    notes: tuple[str, ...] = ()
     if kind == "torchvision" and weights is None:
         notes = (
             f"{name} has random weights (nothing is downloaded); pass --weights FILE with a "

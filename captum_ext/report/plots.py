@@ -156,7 +156,9 @@ def method_tile(
     if attribution is None:
         fig = Figure(figsize=TILE_SIZE, layout="compressed")
         ax_img, ax_text = fig.subplots(1, 2)
-        _draw_image(ax_img, _image_array(image), _mask_array(mask, tuple(image.shape[-2:])))
+        _draw_image(
+            ax_img, _image_array(image), _mask_array(mask, (image.shape[-2], image.shape[-1]))
+        )
         ax_text.axis("off")
         message = _wrap(" ".join((error or "no attribution").split())[:60], 24, lines=3)
         at = {"ha": "center", "transform": ax_text.transAxes}
@@ -205,6 +207,6 @@ def image_tile(image: torch.Tensor, mask: torch.Tensor | None, title: str, path:
     image = image.detach().cpu().float().clamp(0, 1)
     fig = Figure(figsize=IMAGE_TILE_SIZE, layout="compressed")
     ax = fig.subplots()
-    _draw_image(ax, _image_array(image), _mask_array(mask, tuple(image.shape[-2:])))
+    _draw_image(ax, _image_array(image), _mask_array(mask, (image.shape[-2], image.shape[-1])))
     ax.set_title(_wrap(title, 36), fontsize=TILE_FONTSIZE)
     return save_figure(fig, path, tight=False)

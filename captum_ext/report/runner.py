@@ -261,9 +261,7 @@ def score_methods(
                         res.attributions,
                         target,
                         masks,
-                        explain=lambda x, t, spec=spec: spec.run(
-                            model, x, t, quick, seed, preset=preset, n_classes=n_classes
-                        ),
+                        explain=_explainer(spec, model, quick, seed, preset, n_classes),
                         multiply_by_inputs=bool(
                             getattr(spec.build(model), "multiplies_by_inputs", False)
                         ),
@@ -276,6 +274,17 @@ def score_methods(
             bar.update()
     finally:
         bar.close()
+
+
+def _explainer(
+    spec: MethodSpec, model: nn.Module, quick: bool, seed: int, preset: str, n_classes: int | None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``spec.run`` as the ``explain(x, target)`` of :func:`evaluate_attributions`."""
+
+    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return spec.run(model, x, t, quick, seed, preset=preset, n_classes=n_classes)
+
+    return explain
 
 
 def build_report_data(

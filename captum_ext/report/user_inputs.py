@@ -59,6 +59,7 @@ def user_inputs(
     labels_t = data.labels
     if class_names is not None and all(c.isdigit() for c in class_names):
         # folders named by class index ("207/dog.png"): use the numbers, not the folder order
+        assert labels_t is not None  # class folders always label every image (load_images)
         labels_t = torch.tensor([int(class_names[int(k)]) for k in labels_t])
         class_names = None
     if labels_t is not None and int(labels_t.max()) >= loaded.n_classes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +68,11 @@ def best_methods(cols: dict[str, dict[str, float]]) -> dict[str, set[str]]:
 
 def _flat_maps(attr: torch.Tensor) -> torch.Tensor:
     m = attr.detach().float().abs().sum(1, keepdim=True)
-    side = max(m.shape[-2:])
+    h, w = m.shape[-2:]
+    side = max(h, w)
     if side > AGREEMENT_SIDE:
-        m = F.adaptive_avg_pool2d(m, [max(1, s * AGREEMENT_SIDE // side) for s in m.shape[-2:]])
+        size = (max(1, h * AGREEMENT_SIDE // side), max(1, w * AGREEMENT_SIDE // side))
+        m = F.adaptive_avg_pool2d(m, size)
     return m.flatten(1)
 
 
@@ -81,9 +83,9 @@ def map_agreement(results: Sequence[MethodResult]) -> dict[tuple[str, str], torc
     return {(a, b): spearman(maps[a], maps[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
 
 
-def _list(names: Sequence[str]) -> str:
-    names = sorted(names)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+def _list(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    return ordered[0] if len(ordered) == 1 else ", ".join(ordered[:-1]) + " and " + ordered[-1]
 
 
 def verdict(
@@ -116,7 +118,7 @@ def verdict(
             lines.append(f"{text}: {_list(best[col])} ({col.replace('_', ' ')} {value:.3g}).")
     times = cols["seconds_per_image"]
     if times:
-        fast, slow = min(times, key=times.get), max(times, key=times.get)
+        fast, slow = min(times, key=lambda m: times[m]), max(times, key=lambda m: times[m])
         ratio = times[slow] / max(times[fast], 1e-9)
         lines.append(
             f"Speed: {fast} is the fastest ({times[fast]:.3g} s per image), {slow} the slowest "
@@ -125,7 +127,7 @@ def verdict(
     pairs = map_agreement(results)
     if pairs:
         means = {p: float(v.mean()) for p, v in pairs.items()}
-        lo, hi = min(means, key=means.get), max(means, key=means.get)
+        lo, hi = min(means, key=lambda p: means[p]), max(means, key=lambda p: means[p])
         per_image = torch.stack(list(pairs.values())).mean(0)
         worst = int(per_image.argmin())
         lines.append(

@@ -138,11 +138,17 @@ class CAFO(ContextAware):
         """Solutions for several ``lambda1`` values (the paper's Fig. 3 sweep), in one batch.
 
         Args:
-            inputs: As in :meth:`attribute`.
-            lambda1: The values (each a float >= 0).
-            target: As in :meth:`attribute`.
-            additional_forward_args: As in :meth:`attribute`.
-            **kwargs: Other keyword arguments of :meth:`attribute` (not ``lambda1``).
+            inputs: Tensor or tuple of tensors, batch on dim 0. ``Delta`` spans all tensors
+                jointly (one L1/L2 norm and one sparsity ratio per example and value).
+            lambda1: The values, a non-empty sequence of finite floats >= 0 (no ``"auto"``).
+            target: Class index per example: int, list, or 1-D tensor. ``None`` uses the
+                argmax of the logits on the clean input. Tuple targets are rejected (the loss
+                needs a class index).
+            additional_forward_args: Extra arguments of ``forward_func`` (tensors with the
+                batch on dim 0 are expanded with the inputs).
+            **kwargs: Other keyword arguments of :meth:`attribute` (``lambda2``, ``c1``,
+                ``n_samples``, ``stdevs``, ``generator``, ...; not ``lambda1``). The gradient
+                is computed once and shared by every value.
 
         Returns:
             One attribution per value, in the order given; :attr:`last_info` then holds
@@ -322,11 +328,18 @@ class CASO(ContextAware):
         """Solutions for several ``lambda1`` values (the paper's Fig. 3 sweep), in one batch.
 
         Args:
-            inputs: As in :meth:`attribute`.
-            lambda1: The values (each a float >= 0).
-            target: As in :meth:`attribute`.
-            additional_forward_args: As in :meth:`attribute`.
-            **kwargs: Other keyword arguments of :meth:`attribute` (not ``lambda1``).
+            inputs: Tensor or tuple of tensors, batch on dim 0. ``Delta`` spans all tensors
+                jointly (one L1/L2 norm and one sparsity ratio per example and value).
+            lambda1: The values, a non-empty sequence of finite floats >= 0 (no ``"auto"``).
+            target: Class index per example: int, list, or 1-D tensor. ``None`` uses the
+                argmax of the logits on the clean input. Tuple targets are rejected (the loss
+                needs a class index).
+            additional_forward_args: Extra arguments of ``forward_func`` (tensors with the
+                batch on dim 0 are expanded with the inputs).
+            **kwargs: Other keyword arguments of :meth:`attribute` (``lambda2``, ``c1``,
+                ``n_iter``, ``hessian``, ``step``, ``n_samples``, ``generator``, ...; not
+                ``lambda1``). The gradient, the Hessian operator and the top eigenvalue are
+                computed once; the FISTA problems of all values are solved as one batch.
 
         Returns:
             One attribution per value, in the order given; :attr:`last_info` then holds

@@ -71,8 +71,9 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
     On GPUs with TF32 (Ampere and later), PyTorch runs cuDNN convolutions in TF32 by default,
     and profiles then carry TF32 rounding: on an H100 the ResNet-18 profiles differed from a
     float32 batch-1 loop by up to 6 % of the largest profile, against 1e-7 with
-    ``torch.backends.cudnn.allow_tf32 = False`` (ResNet-50 throughput 896 -> 672 img/s). This
-    class does not change that global setting; set it for float32 profiles.
+    ``torch.backends.cudnn.allow_tf32 = False``, at a lower throughput
+    (``benchmarks/bench_parameter_saliency.py --resnet50 --device cuda [--no-tf32]`` measures
+    both). This class does not change that global setting; set it for float32 profiles.
 
     Args:
         model: A model returning ``(N, n_classes)`` logits.
@@ -148,6 +149,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
 
     @classmethod
     def get_name(cls) -> str:
+        """Readable name used in progress bars and reports."""
         return "ParameterSaliency"
 
     def layout(self) -> Layout:
@@ -179,8 +181,8 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             show_progress: Show a progress bar over chunks.
 
         Returns:
-            ``(N, n_filters_of_layer)`` for a single layer, else a list of them: one per
-            listed layer, in the order given (a layer listed twice appears twice), as Captum's
+            A tensor ``(N, n_filters_of_layer)`` for a single layer, else a list of them, one
+            per listed layer, in the order given (a layer listed twice appears twice), as Captum's
             layer methods return. The flat order of :meth:`profiles`, calibrations and
             rankings is ``named_modules()`` order without repeats (see :attr:`filters`).
         """

@@ -51,8 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 INIT_SCALE = 0.01
 
 #: Default rows per forward on CPU: large batches of small images thrash the caches (for
-#: ``small_cnn`` at 32 x 32, 50-100-row passes measured 1.5x faster than 200-row passes and about
-#: 3x faster than 800-row passes).
+#: ``small_cnn`` at 32 x 32, passes of 50-100 rows beat passes of hundreds;
+#: ``benchmarks/bench_relex.py --samples-per-eval N`` times RelEx at a given value).
 CPU_SAMPLES_PER_EVAL = 64
 
 #: Epsilon of the reference code inside ``log(1 - p + eps)`` (``reference_numerics=True``).
@@ -217,7 +217,8 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 64 per pass on CPU (faster there). Results do not depend on it beyond
                 floating-point summation order.
             channels_last: Pass 4-D copies to the model in ``torch.channels_last`` memory
-                format (same values; about 1.4x faster for ``small_cnn`` on CPU). Off by
+                format (same values; faster for ``small_cnn`` on CPU, see
+                ``benchmarks/bench_relex.py``, which times both layouts). Off by
                 default because models that ``view`` their input need contiguous tensors.
             temperature: Softmax temperature of the objective, per example. ``None``
                 (default): 1, the paper's objective on the raw softmax. ``"auto"``:

@@ -7,11 +7,17 @@ Captum's ``Attribution`` already answers ``has_convergence_delta() -> False`` an
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from torch import Tensor
 
 from captum_ext._compat import _format_tensor_into_tuples
+
+
+class _Named(Protocol):
+    """What :class:`NoAttributeFuture` needs of the class it is mixed into (an Attribution)."""
+
+    def get_name(self) -> str: ...
 
 
 class NoAttributeFuture:
@@ -22,11 +28,9 @@ class NoAttributeFuture:
     (ParameterSaliency) before it can go on. Put it first among the bases.
     """
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> NoReturn:
+    def attribute_future(self: _Named, *args: Any, **kwargs: Any) -> NoReturn:
         """Not implemented: no captum-ext method has an asynchronous variant."""
-        raise NotImplementedError(
-            f"attribute_future is not implemented for {self.get_name()}"  # type: ignore[attr-defined]
-        )
+        raise NotImplementedError(f"attribute_future is not implemented for {self.get_name()}")
 
 
 def format_inputs(inputs: Any) -> tuple[Tensor, ...]:

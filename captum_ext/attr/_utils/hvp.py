@@ -4,10 +4,10 @@ Two operators with one interface, used by CASO (Singla et al., ICML 2019):
 
 - :class:`AutogradHessian`: exact ``H v`` for any twice-differentiable model by double backward
   through a gradient graph that is built once (``create_graph=True``) and retained, so each
-  product costs one backward pass of the gradient graph and no forward pass. Measured on the
-  embedded ``small_cnn`` (2 CPU cores, 16 images x 8 vectors), this was 3x faster than
-  ``torch.func`` forward-over-reverse (``jvp`` of ``grad``), 1.8x faster than ``vmap`` of it and
-  6x faster than ``autograd.grad(..., is_grads_batched=True)``.
+  product costs one backward pass of the gradient graph and no forward pass. It was chosen
+  over ``torch.func`` forward-over-reverse (``jvp`` of ``grad``), ``vmap`` of it and
+  ``autograd.grad(..., is_grads_batched=True)``, which were slower on the embedded
+  ``small_cnn`` on a CPU.
 - :class:`ClosedFormHessian`: ``H = J^T A J`` with ``J`` the logit Jacobian (``C`` backward passes
   once) and ``A`` the Hessian of the loss in the logits (``diag(p) - p p^T`` for
   cross-entropy). Exact for piecewise-linear networks (ReLU, max-pool, eval-mode batch norm;

@@ -6,6 +6,7 @@ own shard, or the whole dataset when it shards with a ``DistributedSampler``/``S
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any
 
 from torch.utils.data import DistributedSampler
@@ -24,7 +25,9 @@ def reference_size(loader: Any, n_total: int | None) -> tuple[tuple[str, int] | 
         return ("global", n_total), None
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
-        n = len(sampler.dataset)  # type: ignore[arg-type]
+        # DistributedSampler.__init__ took len(dataset) already, so the dataset is sized
+        assert isinstance(sampler.dataset, Sized)
+        n = len(sampler.dataset)
         if sampler.drop_last:
             return ("global", sampler.num_samples * sampler.num_replicas), None
         return ("global", n), len(range(sampler.rank, n, sampler.num_replicas))

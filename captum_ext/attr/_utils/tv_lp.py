@@ -16,7 +16,7 @@ free mean of ``g`` is fixed by ``1^T g = 1^T ybar / sigma^2`` (the mean of empir
 paper Section 4.1). For an isotropic ``Sigma = sigma^2 I`` the problem stays sparse with an
 auxiliary ``q``: ``D^T D q + g = ybar / sigma^2`` and ``|D q| <= Lt``.
 
-Solvers: HiGHS through ``highspy`` (a dependency of cvxpy): ``"highs-ds"`` (dual simplex,
+Solvers: HiGHS through ``highspy`` (a dependency, >= 1.13): ``"highs-ds"`` (dual simplex,
 vertex solutions, warm-started across L), ``"highs-ipm"``; or cvxpy + ``"clarabel"`` on the
 same sparse form. The optimum is a face, not a point: solvers agree on the objective, not on g.
 """
@@ -43,10 +43,11 @@ from captum_ext.attr._utils.grid import (
 )
 
 Covariance = Literal["tv", "isotropic"]
-SOLVERS = ("auto", "highs-ds", "highs-ipm", "clarabel")
+Solver = Literal["auto", "highs-ds", "highs-ipm", "clarabel"]
+SOLVERS: tuple[Solver, ...] = ("auto", "highs-ds", "highs-ipm", "clarabel")
 #: ``solver="auto"`` uses HiGHS dual simplex (vertex solutions) up to this many grid cells and
-#: cvxpy + CLARABEL above. Measured by benchmarks/bench_leg_lp.py on 2 busy cores: 28 x 28
-#: dual simplex 0.25-0.37 s vs CLARABEL 0.13 s; 56 x 56 8.3 s vs 0.76 s.
+#: cvxpy + CLARABEL above, where the simplex falls behind; ``benchmarks/bench_leg_lp.py`` times
+#: every solver at each grid size (``--sizes``).
 AUTO_SIMPLEX_MAX_CELLS = 24 * 24
 
 __all__ = ["SOLVERS", "LegTVProblem", "TVLPResult", "theoretical_L"]
@@ -69,7 +70,7 @@ class TVLPResult:
     status: str
 
 
-def _check_solver(solver: str) -> str:
+def _check_solver(solver: Solver) -> Solver:
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     return solver
@@ -87,7 +88,9 @@ def _pinv_l1_norm(grid: tuple[int, int], boundary: Boundary) -> float:
     return best
 
 
-def theoretical_L(grid: tuple[int, int], n: int, boundary: Boundary = "padded", eps=0.05) -> float:
+def theoretical_L(
+    grid: tuple[int, int], n: int, boundary: Boundary = "padded", eps: float = 0.05
+) -> float:
     """The L of Theorem 1 / Lemma 2: ``sqrt(2 ||D^+||_1 log(P / eps) / n)``.
 
     It assumes outputs in [0, 1] and inputs scaled to [0, 1]; the paper calls it conservative.
@@ -120,7 +123,7 @@ class LegTVProblem:
         *,
         covariance: Covariance = "tv",
         boundary: Boundary = "padded",
-        solver: str = "auto",
+        solver: Solver = "auto",
     ) -> None:
         if covariance not in ("tv", "isotropic"):
             raise ValueError(f"covariance must be 'tv' or 'isotropic', got {covariance!r}")
@@ -137,7 +140,7 @@ class LegTVProblem:
         #: ``w = D^{+T} ybar / sigma^2`` and ``L_max = sigma^2 max|w|``.
         self.w = pinv_transpose_apply(self.ybar, boundary) / self.sigma**2
         self.L_max = float(np.abs(self.w).max()) * self.sigma**2
-        self._model = None
+        self._model: _HighsModel | _ClarabelModel | None = None
 
     def solve(self, L: float) -> TVLPResult:
         """Solve Eq. 4 at level ``L >= 0`` (same units as :attr:`L_max`)."""
@@ -350,7 +353,8 @@ def dense_paper_lp(
 
     ``D^{+T}`` from a dense ``pinv`` and ``Sigma`` (``sigma^2 (D^T D + 1 1^T/P)`` or
     ``sigma^2 I``) materialised, unscaled, solved by cvxpy. For ``boundary="none"`` the mean is
-    fixed as in the fast path. Slow (about 35 s at 28 x 28); for tests and benchmarks only.
+    fixed as in the fast path. Slow (``benchmarks/bench_leg_lp.py`` times it at 28 x 28 against
+    :class:`LegTVProblem`); for tests and benchmarks only.
     """
     import cvxpy as cp
 
