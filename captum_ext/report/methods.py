@@ -41,8 +41,10 @@ def _caso_hessian(n_classes: int) -> str:
 def _caso_fast(n_classes: int) -> dict:
     """Fewer model passes where each costs one (Hessian-vector products); closed form as is.
 
-    At 224 x 224 on ResNet-18 (1,000 classes, 2 CPU cores) this cuts CASO from 54 s to 21 s
-    per image with the same largest value of the map (benchmarks/bench_report_presets.py).
+    On ResNet-18 at 224 x 224 (1,000 classes, so the ``hvp`` route) this keeps the largest value
+    of the map while cutting the Hessian-vector products;
+    ``benchmarks/bench_report_presets.py --methods CASO`` times the ``fast`` and ``paper``
+    presets.
     """
     if _caso_hessian(n_classes) == "closed_form":
         return {}
@@ -50,14 +52,15 @@ def _caso_fast(n_classes: int) -> dict:
 
 
 # LEG and LEG-TV explain the logits (a saturated softmax does not move under perturbation) with
-# sigma relative to the image's range and a grid of about sqrt(n / 4C) cells a side.
+# sigma relative to the image's range and a grid of about sqrt(n / 4) cells a side (draws
+# shared by a cell's channels).
 _LEG_PRESETS: dict = {
     "fast": {"n_samples": 500, "perturbations_per_eval": 100},
     "paper": {"n_samples": 3000, "perturbations_per_eval": 100},
 }
 _LEG_NOTES = {
-    "fast": "500 model evaluations (the default is 1,000), grid about 6 x 6 for RGB",
-    "paper": "3,000 evaluations as in the paper's sensitivity analysis, grid about 16 x 16",
+    "fast": "500 model evaluations (the default is 1,000), grid 8 x 8",
+    "paper": "3,000 evaluations as in the paper's sensitivity analysis, grid 16 x 16",
 }
 _CASO_REF = (
     "Singla et al. 2019, Understanding Impacts of High-Order Loss Approximations and Features "

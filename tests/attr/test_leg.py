@@ -14,6 +14,8 @@ from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning
 
 H = 16
 GRID = (8, 8)
+#: Per-channel estimates (the authors' scheme): the formula tests recover per-channel weights.
+IND = {"channels": "independent"}
 
 
 def block_weights(channels: int = 2) -> torch.Tensor:
@@ -42,6 +44,13 @@ def rel_err(a: torch.Tensor, w: torch.Tensor) -> float:
     return ((a - w).norm() / (w.expand_as(a)).norm()).item()
 
 
+def shared_estimand(w: torch.Tensor, cell: int = 2) -> torch.Tensor:
+    """What shared-channel LEG estimates for a gradient ``w``: per pixel, its mean over the
+    channels and the pixels of its (``cell`` x ``cell``) grid cell."""
+    m = torch.nn.functional.avg_pool2d(w.mean(1, keepdim=True), cell)
+    return torch.nn.functional.interpolate(m, scale_factor=cell, mode="nearest").expand_as(w)
+
+
 @pytest.fixture(scope="module")
 def x():
     return torch.rand(2, 2, H, H, generator=gen(42))
@@ -67,8 +76,32 @@ def test_least_squares_recovers_a_linear_model_exactly(x):
     w = block_weights()
     for cov in ("isotropic", "tv"):
         for s in range(2):
-            a = LEG(linear(w)).attribute(x, grid=GRID, covariance=cov, generator=gen(s))
+            a = LEG(linear(w)).attribute(x, grid=GRID, covariance=cov, generator=gen(s), **IND)
             assert rel_err(a, w) < 1e-5
+
+
+def test_shared_draws_estimate_each_cells_channel_summed_gradient(x):
+    # one draw per cell added to all its channels: f(x0 + z) - f(x0) = sum_cell z_cell W_cell
+    # with W_cell the sum of w over the cell's pixels and channels, so least squares gives
+    # W_cell exactly; the output spreads it evenly, so every pixel holds the cell's mean of w
+    w = block_weights()
+    w[:, 1, 3, 3] = 2.0  # a cell whose channels and pixels differ
+    for cov in ("isotropic", "tv"):
+        a = LEG(linear(w)).attribute(x, grid=GRID, covariance=cov, generator=gen(1))
+        assert rel_err(a, shared_estimand(w)) < 1e-5
+        assert torch.equal(a[:, 0], a[:, 1])  # the same value in every channel
+
+
+def test_antithetic_pairs_cancel_the_even_order_terms_exactly(x):
+    # f = w.x + c (u.(x - x0))^2: with +z, -z pairs the quadratic term is the same for both
+    # draws of a pair, so it is absorbed by the intercept and least squares is exact
+    w = block_weights()
+    u = torch.randn(1, 2, H, H, generator=gen(7)) / H
+    f = quadratic_around(x, w, u)
+    a = LEG(f).attribute(x, n_samples=300, grid=GRID, generator=gen(2))
+    assert rel_err(a, shared_estimand(w)) < 1e-4
+    iid = LEG(f).attribute(x, n_samples=300, grid=GRID, antithetic=False, generator=gen(2))
+    assert rel_err(iid, shared_estimand(w)) > 0.1  # without pairs the term is noise
 
 
 def test_moment_estimator_falls_at_the_statistical_rate(x):
@@ -79,7 +112,14 @@ def test_moment_estimator_falls_at_the_statistical_rate(x):
         n: sum(
             rel_err(
                 LEG(f).attribute(
-                    x, n_samples=n, grid=GRID, covariance="tv", estimator="moment", generator=gen(s)
+                    x,
+                    n_samples=n,
+                    grid=GRID,
+                    covariance="tv",
+                    estimator="moment",
+                    antithetic=False,
+                    generator=gen(s),
+                    **IND,
                 ),
                 w,
             )
@@ -93,15 +133,31 @@ def test_moment_estimator_falls_at_the_statistical_rate(x):
 
 
 def test_default_leg_error_falls_like_root_n_on_a_nonlinear_function(x):
+    # f = w.x + c (u.d)(v.d)(t.d), d = x - x0, with u, v, t on disjoint grid cells: the
+    # gradient at x0 is w, and the odd (third-order) term survives antithetic pairs but has no
+    # linear projection (E[z (u.z)(v.z)(t.z)] = 0 for independent cell draws), so the
+    # estimand is the cell mean of w and the error vs it is pure noise, ~ n^-1/2. Defaults
+    # (shared channels, antithetic pairs, sigma, least squares) but a fixed grid, so that the
+    # estimand does not change with n.
     w = block_weights()
-    u = torch.randn(1, 2, H, H, generator=gen(7)) / H
-    f = quadratic_around(x, w, u)
+    g = torch.randn(3, 2, H, H, generator=gen(7))
+    support = torch.zeros(3, 1, H, H)
+    support[0, :, :8, :8] = support[1, :, :8, 8:] = support[2, :, 8:, :] = 1
+    u, v, t = (g * support).split(1)
+
+    def f(inp):
+        d = inp - x.repeat(inp.shape[0] // x.shape[0], 1, 1, 1)
+        return (inp * w).flatten(1).sum(1) + (d * u).flatten(1).sum(1) * (d * v).flatten(1).sum(
+            1
+        ) * (d * t).flatten(1).sum(1)
+
+    truth = shared_estimand(w)
     err = {
         n: sum(
-            rel_err(LEG(f).attribute(x, n_samples=n, grid=GRID, generator=gen(s)), w)
-            for s in range(3)
+            rel_err(LEG(f).attribute(x, n_samples=n, grid=GRID, generator=gen(s)), truth)
+            for s in range(4)
         )
-        / 3
+        / 4
         for n in (500, 2000, 8000)
     }
     # 4x more draws: error / 2 (the exponent -1/2 within about +-0.15)
@@ -122,7 +178,9 @@ def test_legtv_beats_leg_at_equal_n(x):
         (linear(w), {"estimator": "moment", "n_samples": 400}),
         (quadratic_around(x, w, u), {"estimator": "ols", "n_samples": 200}),
     ):
-        common = {"grid": GRID, "covariance": "tv", **kw}
+        # the paper's regime: independent draws per channel and no antithetic pairs (which
+        # would make least squares exact on the quadratic model)
+        common = {"grid": GRID, "covariance": "tv", "antithetic": False, **IND, **kw}
         leg = sum(rel_err(LEG(f).attribute(x, generator=gen(s), **common), w) for s in range(4))
         tv = sum(rel_err(LEGTV(f).attribute(x, generator=gen(s), **common), w) for s in range(4))
         assert tv < 0.85 * leg
@@ -205,9 +263,11 @@ def test_leg_tends_to_the_gradient_as_sigma_shrinks(shapes_model, shapes_batch):
         perturbations_per_eval=500,
         generator=gen(),
     )
-    pool = torch.nn.functional.avg_pool2d  # 32 x 32 inputs on an 8 x 8 grid: 4 x 4 cells
+    # 32 x 32 inputs on an 8 x 8 grid: 4 x 4 cells; shared draws estimate the channel sum
+    pool = torch.nn.functional.avg_pool2d
     for i in range(2):
-        g, a = pool(grad[i], 4).flatten(), pool(leg[i], 4).flatten()
+        g = pool(grad[i].sum(0, keepdim=True), 4).flatten()
+        a = pool(leg[i].sum(0, keepdim=True), 4).flatten()
         assert torch.corrcoef(torch.stack([g, a]))[0, 1] > 0.8
         assert 0.7 < a.norm() / g.norm() < 1.4
 
@@ -228,13 +288,14 @@ def test_tuple_inputs_share_evaluations_and_additional_args():
         n_samples=2000,
         grid=[GRID, (4, 4)],
         generator=gen(),
+        **IND,
     )
     assert isinstance(out, tuple) and out[0].shape == x1.shape and out[1].shape == x2.shape
     assert rel_err(out[0], 2 * w1) < 0.6
     assert rel_err(out[1], 2 * w2) < 0.6
     # same-shaped tensors get independent draws: a tensor the model ignores gets only noise
     both = LEG(lambda a, b: (a * w1).flatten(1).sum(1)).attribute(
-        (x1, x1.clone()), n_samples=2000, grid=GRID, generator=gen()
+        (x1, x1.clone()), n_samples=2000, grid=GRID, generator=gen(), **IND
     )
     assert both[1].norm() < 0.6 * both[0].norm()
     tv = LEGTV(f).attribute((x1, x2), additional_forward_args=(2.0,), n_samples=200, grid=GRID)
@@ -271,8 +332,8 @@ def test_determinism_batch_knob_and_no_global_rng_use(x):
     c = LEG(f).attribute(x, **kw)
     d = LEG(f).attribute(x, **kw)
     assert not torch.equal(c, d) and torch.equal(torch.get_rng_state(), state)
-    anti = LEG(f).attribute(x, antithetic=True, generator=gen(3), **kw)
-    assert anti.shape == x.shape and not torch.equal(anti, a)
+    iid = LEG(f).attribute(x, antithetic=False, generator=gen(3), **kw)
+    assert iid.shape == x.shape and not torch.equal(iid, a)
 
 
 def test_solution_path_reuses_evaluations(x):
@@ -308,9 +369,10 @@ def test_captum_contract(x):
     attr = leg.attribute(x, n_samples=2000, grid=GRID, generator=gen())
 
     def perturb(inp):
+        # one value per cell, shared by the channels, like LEG's default draws
         noise = torch.nn.functional.interpolate(
-            0.05 * torch.randn(inp.shape[0], 2, *GRID), size=(H, H), mode="nearest"
-        )
+            0.05 * torch.randn(inp.shape[0], 1, *GRID), size=(H, H), mode="nearest"
+        ).expand_as(inp)
         return noise, inp - noise
 
     torch.manual_seed(0)
@@ -351,7 +413,9 @@ def test_show_progress(x, capsys):
         ({"sigma": float("inf")}, "sigma"),
         ({"sigma": -0.1}, "sigma"),
         ({"estimator": "gls"}, "estimator"),
-        ({"grid": (8, 8), "n_samples": 129}, "n_samples >= 130"),
+        ({"grid": (8, 8), "n_samples": 64}, "n_samples >= 66"),
+        ({"grid": (8, 8), "n_samples": 128, "channels": "independent"}, "n_samples >= 130"),
+        ({"channels": "rgb"}, "channels"),
     ],
 )
 def test_bad_arguments(x, kwargs, match):

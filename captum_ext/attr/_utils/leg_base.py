@@ -9,7 +9,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Literal, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from captum_ext._model_state import eval_mode
 from captum_ext._targets import check_output_target
 from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
 from captum_ext.attr._utils.grid import (
+    Boundary,
     apply_D,
     apply_Dt,
     cell_sizes,
@@ -39,6 +40,7 @@ from captum_ext.attr._utils.grid import (
     upsample_nearest,
 )
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning
+from captum_ext.attr._utils.tv_lp import Covariance
 
 TensorOrTupleOfTensors = Union[Tensor, tuple[Tensor, ...]]
 GridArg = Union[None, tuple[int, int], Sequence[tuple[int, int]]]
@@ -46,7 +48,10 @@ GridArg = Union[None, tuple[int, int], Sequence[tuple[int, int]]]
 _MAX_DEFAULT_SIDE = 28
 #: Default grids keep at least this many model evaluations per estimated coefficient.
 _DRAWS_PER_COEFFICIENT = 4
-ESTIMATORS = ("ols", "moment")
+Estimator = Literal["ols", "moment"]
+ESTIMATORS: tuple[Estimator, ...] = ("ols", "moment")
+Channels = Literal["shared", "independent"]
+CHANNELS: tuple[Channels, ...] = ("shared", "independent")
 #: Below this R^2 the linear fit explains almost none of the output's change (warning).
 _LOW_R2 = 0.05
 
@@ -62,13 +67,14 @@ class LEGSettings:
     n_samples: int
     sigma: float
     grid: GridArg
-    covariance: str
-    boundary: str
+    covariance: Covariance
+    boundary: Boundary
     perturbations_per_eval: int
     antithetic: bool
     generator: torch.Generator | None
     show_progress: bool
-    estimator: str
+    estimator: Estimator
+    channels: Channels = "shared"
 
 
 @dataclass
@@ -159,7 +165,10 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
             raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
         if antithetic and n_samples % 2:
-            raise ValueError(f"antithetic=True needs an even n_samples, got {n_samples}")
+            raise ValueError(
+                f"antithetic=True (the default) needs an even n_samples, got {n_samples}; "
+                f"pass an even n_samples or antithetic=False"
+            )
         if (
             isinstance(sigma, bool)
             or not isinstance(sigma, (int, float))
@@ -172,6 +181,8 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             raise ValueError(f"boundary must be 'padded' or 'none', got {boundary!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if cfg.channels not in CHANNELS:
+            raise ValueError(f"channels must be one of {CHANNELS}, got {cfg.channels!r}")
         ppe = cfg.perturbations_per_eval
         if isinstance(ppe, bool) or not isinstance(ppe, int) or ppe < 1:
             raise ValueError(f"perturbations_per_eval must be an int >= 1, got {ppe!r}")
@@ -180,14 +191,15 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             raise TypeError(
                 f"generator must be None or a torch.Generator, got {type(generator).__name__}"
             )
-        grids = _resolve_grids(grid, inputs, n_samples)
+        grids = _resolve_grids(grid, inputs, n_samples, cfg.channels)
         if estimator == "ols":
-            k = _n_coefficients(inputs, grids)
+            k = _n_coefficients(inputs, grids, cfg.channels)
             if n_samples < k + 2:
                 raise ValueError(
                     f"estimator='ols' needs n_samples >= {k + 2} (one intercept and {k} "
-                    f"coefficients: channels x grid cells), got n_samples={n_samples}; raise "
-                    f"n_samples, pass a coarser grid, or use estimator='moment' (Eq. 3)"
+                    f"coefficients: grid cells, times channels when channels='independent'), "
+                    f"got n_samples={n_samples}; raise n_samples, pass a coarser grid, or use "
+                    f"estimator='moment' (Eq. 3)"
                 )
         return grids
 
@@ -245,9 +257,10 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     covariance,
                     boundary,
                     gdev,
+                    cfg.channels,
                 )
                 perturbed = tuple(
-                    (x.unsqueeze(0) + _to_input(z, x, s)).flatten(0, 1)
+                    (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
                     for x, z, s in zip(inputs, zs, scales)
                 )
                 y = self._scalar_output(
@@ -264,7 +277,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         ytilde = torch.cat(outputs)  # (n, N)
         draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
         _warn_no_signal(ytilde, f0, self.get_name())
-        shapes = [(*_channels(x), *g) for x, g in zip(inputs, grids)]
+        shapes = [(*_coefficient_channels(x, cfg.channels), *g) for x, g in zip(inputs, grids)]
         if cfg.estimator == "ols":
             units, r2 = _least_squares(draws, ytilde)
         else:
@@ -290,9 +303,10 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         antithetic: bool,
         inputs: tuple[Tensor, ...],
         grids: list[tuple[int, int]],
-        covariance: str,
-        boundary: str,
+        covariance: Covariance,
+        boundary: Boundary,
         gdev: torch.device,
+        channels: Channels = "shared",
     ) -> list[Tensor]:
         """Unit-scale draws ``indices``: per input tensor, ``(k, C', p1, p2)`` float64.
 
@@ -306,7 +320,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         for i in indices:
             gen = torch.Generator(device=gdev).manual_seed(seeds[i // 2 if antithetic else i])
             for t, (x, grid) in enumerate(zip(inputs, grids)):
-                rows = int(np.prod(_channels(x)))
+                rows = _coefficient_rows(x, channels)
                 if covariance == "tv":
                     z = sample_tv_perturbations(
                         rows, grid, 1.0, boundary=boundary, generator=gen, dtype=torch.float64
@@ -353,13 +367,19 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
     def _to_output(
         maps: list[Tensor], inputs: tuple[Tensor, ...], grids: list[tuple[int, int]]
     ) -> tuple[Tensor, ...]:
-        """Grid estimates ``(N, C', p1, p2)`` -> per-pixel values shaped like each input."""
+        """Grid estimates ``(N, C', p1, p2)`` -> per-pixel values shaped like each input.
+
+        A shared estimate (``C'`` all ones) is spread evenly over the channels, so the
+        channel sum of a cell's pixels is the cell's estimate.
+        """
         out = []
         for m, x, g in zip(maps, inputs, grids):
-            size = tuple(x.shape[-2:])
+            size = (x.shape[-2], x.shape[-1])
             per_pixel = m / cell_sizes(size, g).to(device=m.device, dtype=m.dtype)
-            up = upsample_nearest(per_pixel, size).reshape(x.shape)
-            out.append(up.to(device=x.device, dtype=x.dtype))
+            spread = int(np.prod(_channels(x))) // int(np.prod(m.shape[1:-2]))
+            up = upsample_nearest(per_pixel, size).reshape(x.shape[0], *m.shape[1:-2], *size)
+            up = (up / spread).expand(x.shape)
+            out.append(up.to(device=x.device, dtype=x.dtype).contiguous())
         return tuple(out)
 
 
@@ -367,8 +387,19 @@ def _channels(x: Tensor) -> tuple[int, ...]:
     return tuple(x.shape[1:-2])
 
 
-def _n_coefficients(inputs: tuple[Tensor, ...], grids: list[tuple[int, int]]) -> int:
-    return sum(int(np.prod(_channels(x))) * g[0] * g[1] for x, g in zip(inputs, grids))
+def _coefficient_channels(x: Tensor, channels: Channels) -> tuple[int, ...]:
+    """The channel shape of one tensor's coefficients: all ones when draws are shared."""
+    return _channels(x) if channels == "independent" else (1,) * len(_channels(x))
+
+
+def _coefficient_rows(x: Tensor, channels: Channels) -> int:
+    return int(np.prod(_coefficient_channels(x, channels)))
+
+
+def _n_coefficients(
+    inputs: tuple[Tensor, ...], grids: list[tuple[int, int]], channels: Channels = "shared"
+) -> int:
+    return sum(_coefficient_rows(x, channels) * g[0] * g[1] for x, g in zip(inputs, grids))
 
 
 def _value_range(x: Tensor) -> Tensor:
@@ -378,10 +409,15 @@ def _value_range(x: Tensor) -> Tensor:
     return torch.where(span > 0, span, torch.ones_like(span))
 
 
-def _to_input(z: Tensor, x: Tensor, scale: Tensor) -> Tensor:
-    """Unit grid draws ``(k, C', p1, p2)`` -> ``(k, N, *x.shape[1:])`` perturbations."""
+def _to_input(z: Tensor, x: Tensor, scale: Tensor, channels: Channels = "shared") -> Tensor:
+    """Unit grid draws ``(k, C', p1, p2)`` -> ``(k, N, *x.shape[1:])`` perturbations.
+
+    With shared draws ``C'`` is 1 and the perturbation broadcasts over the channels.
+    """
     k, n = z.shape[0], x.shape[0]
-    up = upsample_nearest(z.to(x.dtype), tuple(x.shape[-2:])).reshape(k, 1, *x.shape[1:])
+    up = upsample_nearest(z.to(x.dtype), (x.shape[-2], x.shape[-1])).reshape(
+        k, 1, *_coefficient_channels(x, channels), *x.shape[-2:]
+    )
     return up * scale.to(device=x.device, dtype=x.dtype).reshape(1, n, *([1] * (x.dim() - 1)))
 
 
@@ -410,20 +446,20 @@ def _least_squares(draws: list[Tensor], ytilde: Tensor) -> tuple[list[Tensor], T
     return list(slopes.split(sizes, dim=1)), r2
 
 
-def _unit_covariance_apply(g: Tensor, covariance: str, boundary: str) -> Tensor:
+def _unit_covariance_apply(g: Tensor, covariance: Covariance, boundary: Boundary) -> Tensor:
     """``Sigma g / sigma^2`` on grids ``(..., p1, p2)``."""
     if covariance == "isotropic":
         return g
     p = g.shape[-1] * g.shape[-2]
-    lap = apply_Dt(apply_D(g, boundary), tuple(g.shape[-2:]), boundary)  # type: ignore[arg-type]
+    lap = apply_Dt(apply_D(g, boundary), (g.shape[-2], g.shape[-1]), boundary)
     return lap + g.sum(dim=(-2, -1), keepdim=True) / p
 
 
-def _inverse_unit_covariance(y: Tensor, covariance: str, boundary: str) -> Tensor:
+def _inverse_unit_covariance(y: Tensor, covariance: Covariance, boundary: Boundary) -> Tensor:
     """``sigma^2 Sigma^-1 y`` on grids ``(..., p1, p2)``."""
     if covariance == "isotropic":
         return y
-    g = tv_covariance_inverse_apply(y.cpu().numpy(), 1.0, boundary)  # type: ignore[arg-type]
+    g = tv_covariance_inverse_apply(y.cpu().numpy(), 1.0, boundary)
     return torch.from_numpy(g).to(y.device)
 
 
@@ -436,12 +472,18 @@ def _default_side(size: int, most: int) -> int:
 
 
 def _resolve_grids(
-    grid: GridArg, inputs: tuple[Tensor, ...], n_samples: int = 1000
+    grid: object,
+    inputs: tuple[Tensor, ...],
+    n_samples: int = 1000,
+    channels: Channels = "shared",
 ) -> list[tuple[int, int]]:
+    # ``grid`` is the user's :data:`GridArg`, typed ``object`` here because this is where any
+    # value is validated (the checks below raise for everything but a GridArg).
     if grid is None:
-        # at least _DRAWS_PER_COEFFICIENT evaluations per coefficient (channels x cells)
-        channels = sum(int(np.prod(_channels(x))) for x in inputs)
-        side = max(1, int(math.sqrt(n_samples / (_DRAWS_PER_COEFFICIENT * channels))))
+        # about _DRAWS_PER_COEFFICIENT evaluations per coefficient (cells, times channels
+        # when each channel has its own draws): 16 x 16 at 1,000 shared draws
+        rows = sum(_coefficient_rows(x, channels) for x in inputs)
+        side = max(1, round(math.sqrt(n_samples / (_DRAWS_PER_COEFFICIENT * rows))))
         side = min(side, _MAX_DEFAULT_SIDE)
         return [
             (
@@ -470,10 +512,10 @@ def _resolve_grids(
             raise ValueError(
                 f"grid {g} is larger than the input's spatial size {tuple(x.shape[-2:])}"
             )
-    return grids  # type: ignore[return-value]
+    return grids
 
 
-def _warn_scale(sigma: float, covariance: str, grids: list[tuple[int, int]]) -> None:
+def _warn_scale(sigma: float, covariance: Covariance, grids: list[tuple[int, int]]) -> None:
     for i, g in enumerate(grids):
         std = sigma * math.sqrt(4 + 1 / (g[0] * g[1])) if covariance == "tv" else sigma
         if std > 0.25:
