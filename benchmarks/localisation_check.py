@@ -6,16 +6,19 @@ Runs every captum-ext method with its defaults and the Captum-natural call (``LE
 (abs), IntegratedGradients (50 steps), SmoothGrad (``NoiseTunnel(Saliency)``, 25 samples,
 stdev 0.15) and Occlusion, on
 
-- ``small``: small_cnn on SyntheticShapes 32x32 (12 correctly classified test images; Occlusion
-  window 4x4, stride 2), and
-- ``224``: the 224x224 benchmark model ``resnet18_224`` (1,000 logits, 4 images; Occlusion
-  window 32x32, stride 16),
+- ``small``: small_cnn on SyntheticShapes 32x32 (12 correctly classified test images by default;
+  Occlusion window 4x4, stride 2), and
+- ``224``: the 224x224 benchmark model ``resnet18_224`` (1,000 logits, 4 images by default;
+  Occlusion window 32x32, stride 16),
 
 each as trained and wrapped in :func:`captum_ext.benchmark.saturated` (logits x 20, float32
 softmax exactly 1). Per method it prints the time per image, the largest ``|attribution|``,
 whether any map is blank (``max |a| <= 1e-12``) or non-finite, the energy inside the object
 mask over the object's area (``captum_ext.metrics.energy_pointing_game`` of the signed map and
-of the absolute map; 1 is chance level), the pointing game of both, and for random methods the
+of the absolute map; 1 is chance level), the pointing game of both (ties at the maximum scored
+by their share inside the mask, ``ties="mean"``: block-constant maps such as Occlusion's and
+LEG's would otherwise be scored by their cells' top-left pixels) with its standard error
+``sqrt(PG (1 - PG) / n)``, and for random methods the
 seed-to-seed Spearman correlation of the absolute maps (two ``torch.Generator`` seeds; SmoothGrad,
 which draws from the global RNG, gets two global seeds).
 
@@ -191,8 +194,8 @@ def evaluate(
         warnings.simplefilter("ignore")
         res.energy_ratio = float((energy_pointing_game(clean, masks) / area).mean())
         res.energy_ratio_abs = float((energy_pointing_game(abs_map, masks) / area).mean())
-    res.pointing = float(pointing_game(clean, masks).mean())
-    res.pointing_abs = float(pointing_game(abs_map, masks).mean())
+    res.pointing = float(pointing_game(clean, masks, ties="mean").mean())
+    res.pointing_abs = float(pointing_game(abs_map, masks, ties="mean").mean())
     res.maps = abs_map
     if is_random and seed_check:
         try:
@@ -220,17 +223,23 @@ def correct_images(model: nn.Module, size: int, count: int) -> tuple[Tensor, Ten
     return data.tensors(picked[:count])
 
 
-def load_models(which: list[str]) -> list[tuple[str, nn.Module, tuple[Tensor, Tensor, Tensor]]]:
-    """``(name, model, (images, labels, masks))`` for the requested models and their wrappers."""
+def load_models(
+    which: list[str], counts: dict[str, int] | None = None
+) -> list[tuple[str, nn.Module, tuple[Tensor, Tensor, Tensor]]]:
+    """``(name, model, (images, labels, masks))`` for the requested models and their wrappers.
+
+    ``counts`` overrides the number of images per model (defaults: small 12, 224 4).
+    """
+    counts = {"small": 12, "224": 4, **(counts or {})}
     out = []
     for key in which:
         if key == "small":
-            model, size, count = train("small_cnn", "shapes").model.eval(), 32, 12
+            model, size = train("small_cnn", "shapes").model.eval(), 32
         elif key == "224":
-            model, size, count = train("resnet18_224", "shapes").model.eval(), 224, 4
+            model, size = train("resnet18_224", "shapes").model.eval(), 224
         else:
             raise SystemExit(f"--models: unknown model {key!r} (choose from small, 224)")
-        data = correct_images(model, size, count)
+        data = correct_images(model, size, counts[key])
         out.append((key, model, data))
         out.append((f"{key}-sat", saturated(model), data))
     return out
@@ -240,12 +249,17 @@ def _fmt(v: float, spec: str = ".3g") -> str:
     return "-" if isinstance(v, float) and math.isnan(v) else format(v, spec)
 
 
+def _se(p: float, n: int) -> float:
+    """Binomial standard error of a pointing game ``p`` over ``n`` images."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else math.nan
+
+
 def print_table(name: str, results: dict[str, Result], n: int) -> None:
     """Print one row per method."""
     print(f"\n== {name} ({n} images) ==")
     head = (
         f"{'method':<11} {'s/img':>8} {'max|a|':>9} {'blank':>5} {'nonfin':>6} "
-        f"{'E/area':>7} {'|E|/area':>8} {'PG':>5} {'|PG|':>5} {'seedρ':>6}"
+        f"{'E/area':>7} {'|E|/area':>8} {'PG':>5} {'|PG|':>5} {'±se':>4} {'seedρ':>6}"
     )
     print(head, flush=True)
     for method, r in results.items():
@@ -256,8 +270,8 @@ def print_table(name: str, results: dict[str, Result], n: int) -> None:
             f"{method:<11} {_fmt(r.seconds_per_image, '8.3f')} {_fmt(r.max_abs, '9.2e')} "
             f"{r.blank:>5d} {r.nonfinite:>6d} {_fmt(r.energy_ratio, '7.2f')} "
             f"{_fmt(r.energy_ratio_abs, '8.2f')} {_fmt(r.pointing, '5.2f')} "
-            f"{_fmt(r.pointing_abs, '5.2f')} {_fmt(r.spearman, '6.2f')}"
-            + (f"  ({r.error})" if r.error else "")
+            f"{_fmt(r.pointing_abs, '5.2f')} {_fmt(_se(r.pointing, n), '4.2f')} "
+            f"{_fmt(r.spearman, '6.2f')}" + (f"  ({r.error})" if r.error else "")
         )
 
 
@@ -300,12 +314,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated method names")
     parser.add_argument("--models", default="small,224", help="comma-separated: small, 224")
     parser.add_argument("--no-saturated", action="store_true", help="skip the saturated wrappers")
+    parser.add_argument("--count-small", type=int, default=12, help="images for the small model")
+    parser.add_argument("--count-224", type=int, default=4, help="images for the 224 model")
     parser.add_argument(
         "--no-seed-check", action="store_true", help="skip the second seed (no Spearman)"
     )
     args = parser.parse_args(argv)
     rows = []
-    for name, model, (x, y, masks) in load_models(args.models.split(",")):
+    counts = {"small": args.count_small, "224": args.count_224}
+    for name, model, (x, y, masks) in load_models(args.models.split(","), counts):
         if args.no_saturated and name.endswith("-sat"):
             continue
         table = methods(x.shape[-1])

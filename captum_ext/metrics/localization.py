@@ -1,9 +1,14 @@
 """Localisation against ground-truth masks: pointing game and energy-based pointing game.
 
 - Pointing game (Zhang et al. 2016, "Top-down Neural Attention by Excitation Backprop"; TorchRay's
-  implementation): a hit when the maximum of the signed map ``sum_c A`` lies inside the mask;
-  ties go to the first position in row-major order. With ``tolerance`` (pixels, TorchRay used 15
-  at full resolution), a hit when any mask pixel lies within that Euclidean radius.
+  implementation): a hit when the maximum of the signed map ``sum_c A`` lies inside the mask.
+  With ``tolerance`` (pixels, TorchRay used 15 at full resolution), a hit when any mask pixel
+  lies within that Euclidean radius. Ties at the maximum go to the first position in row-major
+  order (TorchRay's ``argmax``) or, with ``ties="mean"``, count as the share of tied maxima that
+  hit: the expected score under a uniformly random choice among them. Block-constant maps
+  (Occlusion, LEG's grid cells, LEG-TV's plateaus) have such ties; under the row-major rule
+  their score depends on where the block's top-left corner falls, so it changes when the image
+  is flipped.
 - Energy-based pointing game (Wang et al. 2020, "Score-CAM"): the share of positive mass inside
   the mask, ``sum_{p in mask} s+_p / sum_p s+_p`` with ``s+ = max(sum_c A, 0)``.
 
@@ -15,8 +20,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from captum_ext._compat import log_usage
@@ -40,8 +47,25 @@ def _maps_and_masks(attributions: Tensor, masks: Tensor) -> tuple[Tensor, Tensor
     return smap, masks.to(smap.device)
 
 
+def _dilate(masks: Tensor, radius: float) -> Tensor:
+    """Pixels within Euclidean distance ``radius`` of a mask pixel (the mask dilated by a disk)."""
+    r = int(math.floor(radius))
+    if r == 0:
+        return masks
+    offs = torch.arange(-r, r + 1, device=masks.device, dtype=torch.float64)
+    disk = (offs.view(-1, 1) ** 2 + offs.view(1, -1) ** 2) <= float(radius) ** 2
+    kernel = disk.to(torch.float32)[None, None]
+    hits = F.conv2d(masks[:, None].to(torch.float32), kernel, padding=r)[:, 0]
+    return hits > 0.5
+
+
 @log_usage()
-def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -> Tensor:
+def pointing_game(
+    attributions: Tensor,
+    masks: Tensor,
+    tolerance: float = 0.0,
+    ties: Literal["first", "mean"] = "first",
+) -> Tensor:
     """Pointing game: is the maximum of the signed map ``sum_c A`` inside the mask?
 
     Args:
@@ -49,9 +73,14 @@ def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -
         masks: Ground-truth masks (N, H, W) or (N, 1, H, W), boolean or 0/1.
         tolerance: Radius in pixels; a hit when a mask pixel lies within this Euclidean
             distance of the maximum (0: the maximum itself must be inside).
+        ties: Positions where the map equals its maximum exactly: ``"first"`` scores the first
+            in row-major order (TorchRay's rule); ``"mean"`` scores the share of them that hit,
+            the expected hit when one is picked uniformly at random. Only ``"mean"`` is
+            unchanged when map and mask are flipped or transposed together.
 
     Returns:
-        Hits as floats (1.0 or 0.0), shape (N,).
+        Hits as floats, shape (N,): 1.0 or 0.0 with ``ties="first"``, in [0, 1] with
+        ``ties="mean"``.
 
     Examples:
         >>> attr = torch.zeros(1, 3, 4, 4)
@@ -60,6 +89,9 @@ def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -
         >>> mask[0, 1, 2] = True
         >>> pointing_game(attr, mask)
         tensor([1.])
+        >>> attr[0, :, 3, 3] = 1.0  # a second maximum, outside the mask
+        >>> pointing_game(attr, mask, ties="mean")
+        tensor([0.5000])
     """
     smap, masks = _maps_and_masks(attributions, masks)
     if (
@@ -68,18 +100,17 @@ def pointing_game(attributions: Tensor, masks: Tensor, tolerance: float = 0.0) -
         or not (math.isfinite(tolerance) and tolerance >= 0)
     ):
         raise ValueError(f"tolerance must be a finite number >= 0 (pixels), got {tolerance!r}")
-    n, _, w = smap.shape
-    # argmax returns the first maximal index in row-major order
-    flat = smap.reshape(n, -1).argmax(1)
-    row, col = flat // w, flat % w
-    if tolerance == 0:
-        return masks.reshape(n, -1)[torch.arange(n, device=smap.device), flat].to(smap.dtype)
-    h = smap.shape[1]
-    rr = torch.arange(h, device=smap.device, dtype=smap.dtype).view(1, h, 1)
-    cc = torch.arange(w, device=smap.device, dtype=smap.dtype).view(1, 1, w)
-    dist2 = (rr - row.view(n, 1, 1)) ** 2 + (cc - col.view(n, 1, 1)) ** 2
-    near = dist2 <= float(tolerance) ** 2
-    return (near & masks).reshape(n, -1).any(1).to(smap.dtype)
+    if ties not in ("first", "mean"):
+        raise ValueError(f"ties must be 'first' or 'mean', got {ties!r}")
+    n = smap.shape[0]
+    flat = smap.reshape(n, -1)
+    hit = _dilate(masks, float(tolerance)).reshape(n, -1)
+    if ties == "first":
+        # argmax returns the first maximal index in row-major order
+        first = flat.argmax(1)
+        return hit[torch.arange(n, device=smap.device), first].to(smap.dtype)
+    top = flat == flat.amax(1, keepdim=True)
+    return ((top & hit).sum(1).to(smap.dtype)) / top.sum(1).to(smap.dtype)
 
 
 @log_usage()

@@ -83,7 +83,9 @@ def evaluate_attributions(
         inputs: Images (N, C, H, W).
         attributions: Attributions shaped like ``inputs`` (or maps (N, H, W)).
         target: Explained classes (int, list or tensor (N,)); None uses the predicted class.
-        masks: Optional ground-truth masks (N, H, W) for the pointing game and energy.
+        masks: Optional ground-truth masks (N, H, W) for the pointing game (tied maxima scored
+            by their share inside the mask, ``ties="mean"``, so block-constant maps are not
+            judged by their cells' top-left pixels) and energy.
         explain: ``explain(inputs, target) -> attributions``, the method that produced
             ``attributions``; needed for max-sensitivity (skipped when None).
         multiply_by_inputs: The method's ``multiplies_by_inputs``; selects Captum's
@@ -146,7 +148,7 @@ def evaluate_attributions(
                 max_examples_per_batch=max_examples_per_batch, target=target,
             ).detach()  # fmt: skip
         if masks is not None:
-            out["pointing_game"] = pointing_game(attributions, masks)
+            out["pointing_game"] = pointing_game(attributions, masks, ties="mean")
             out["energy"] = energy_pointing_game(attributions, masks)
     return out
 

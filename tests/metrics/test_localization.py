@@ -69,3 +69,67 @@ def test_bad_input():
         energy_pointing_game(bad, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="tolerance"):
         pointing_game(torch.rand(1, 4, 4), torch.ones(1, 4, 4), tolerance=-1)
+
+
+def _slow_pointing_game(smap: torch.Tensor, mask: torch.Tensor, tolerance: float, ties: str):
+    """Reference: loop over the maximal positions and the mask pixels (one 2-D map)."""
+    h, w = smap.shape
+    best = smap.max()
+    tops = [(i, j) for i in range(h) for j in range(w) if smap[i, j] == best]
+    inside = [(i, j) for i in range(h) for j in range(w) if mask[i, j]]
+
+    def hit(p):
+        return any((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 <= tolerance**2 for q in inside)
+
+    if ties == "first":
+        return float(hit(tops[0]))
+    return sum(hit(p) for p in tops) / len(tops)
+
+
+@pytest.mark.parametrize("ties", ["first", "mean"])
+@pytest.mark.parametrize("tolerance", [0.0, 1.0, 1.5, 2.9])
+def test_pointing_game_matches_a_slow_reference(ties, tolerance):
+    gen = torch.Generator().manual_seed(3)
+    # block-constant maps (3 x 3 cells of 3 x 3 pixels) so that maxima tie
+    smap = torch.randint(0, 4, (6, 3, 3), generator=gen).float()
+    smap = smap.repeat_interleave(3, 1).repeat_interleave(3, 2)
+    masks = torch.rand(6, 9, 9, generator=gen) < 0.15
+    got = pointing_game(smap, masks, tolerance=tolerance, ties=ties)
+    want = torch.tensor([_slow_pointing_game(s, m, tolerance, ties) for s, m in zip(smap, masks)])
+    torch.testing.assert_close(got, want)
+
+
+def test_mean_ties_score_the_share_of_tied_maxima_inside():
+    smap = torch.zeros(1, 4, 4)
+    smap[0, 1:3, 1:3] = 1.0  # a 2 x 2 block of tied maxima
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 2, 2] = True  # holds one of the four
+    assert pointing_game(smap, mask, ties="mean").item() == 0.25
+    assert pointing_game(smap, mask, ties="first").item() == 0.0  # (1, 1) comes first
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    mask[0, 1, 1] = True
+    assert pointing_game(smap, mask, ties="mean").item() == 0.25
+    assert pointing_game(smap, mask, ties="first").item() == 1.0
+
+
+def test_mean_ties_do_not_depend_on_orientation_but_first_does():
+    gen = torch.Generator().manual_seed(0)
+    smap = torch.randint(0, 3, (40, 4, 4), generator=gen).float()
+    smap = smap.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    masks = torch.rand(40, 8, 8, generator=gen) < 0.3
+    views = [
+        lambda t: t,
+        lambda t: t.flip(-1),
+        lambda t: t.flip(-2),
+        lambda t: t.transpose(-1, -2),
+    ]
+    mean = [pointing_game(v(smap), v(masks), ties="mean") for v in views]
+    for other in mean[1:]:
+        torch.testing.assert_close(other, mean[0])
+    first = [pointing_game(v(smap), v(masks), ties="first") for v in views]
+    assert any(not torch.equal(other, first[0]) for other in first[1:])
+
+
+def test_pointing_game_rejects_an_unknown_tie_rule():
+    with pytest.raises(ValueError, match="ties"):
+        pointing_game(torch.rand(1, 4, 4), torch.ones(1, 4, 4), ties="random")
