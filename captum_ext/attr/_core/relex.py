@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 import torch
@@ -73,6 +74,27 @@ DEGENERATE_HINT = (
     "the mask collapsed to 0 or is not finite: lower lambda1, raise n_iter or lr, or check that "
     "the target's softmax probability depends on the input"
 )
+
+
+@dataclass(frozen=True)
+class RelExSettings:
+    """The resolved knobs of one RelEx call (the ``attribute`` arguments of that name).
+
+    Built by :meth:`RelEx.attribute` once the preset has filled the knobs left as None and
+    every knob is checked, and passed down whole to :meth:`RelEx._attribute`.
+    """
+
+    n_iter: int
+    n_samples: int
+    noise_scale: float
+    lambda1: float
+    lambda2: float
+    lr: float
+    momentum: float
+    reference_numerics: bool
+    samples_per_eval: int
+    channels_last: bool
+    temperature: Union[str, float, None]
 
 
 class RelEx(NoAttributeFuture, GradientAttribution):
@@ -266,6 +288,12 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         source = _noise_source(generator, num, inputs_t[0].device)
         inputs_t = tuple(x.detach() for x in inputs_t)
 
+        cfg = RelExSettings(
+            n_iter=n_iter, n_samples=n_samples, noise_scale=noise_scale, lambda1=lambda1,
+            lambda2=lambda2, lr=lr, momentum=momentum, reference_numerics=reference_numerics,
+            samples_per_eval=samples_per_eval, channels_last=channels_last,
+            temperature=temperature,
+        )  # fmt: skip
         n_chunks = -(-rows // samples_per_eval)
         bar = (
             progress(desc=f"{self.get_name()} attribution", total=1 + n_iter * n_chunks)
@@ -275,23 +303,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         try:
             with _eval_mode(self.forward_func, inputs_t[0].device):
                 masks = self._attribute(
-                    inputs_t,
-                    target,
-                    additional_forward_args,
-                    source,
-                    bases,
-                    n_iter,
-                    n_samples,
-                    noise_scale,
-                    lambda1,
-                    lambda2,
-                    lr,
-                    momentum,
-                    reference_numerics,
-                    samples_per_eval,
-                    channels_last,
-                    temperature,
-                    bar,
+                    inputs_t, target, additional_forward_args, source, bases, cfg, bar
                 )
         finally:
             bar.close()
@@ -305,38 +317,28 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         additional_forward_args: Any,
         source: torch.Generator | list[torch.Generator],
         bases: tuple[Tensor, ...],
-        n_iter: int,
-        n_samples: int,
-        noise_scale: float,
-        lambda1: float,
-        lambda2: float,
-        lr: float,
-        momentum: float,
-        reference_numerics: bool,
-        samples_per_eval: int,
-        channels_last: bool,
-        temperature: Union[str, float, None],
+        cfg: RelExSettings,
         bar: Any,
     ) -> tuple[Tensor, ...]:
         """The optimisation loop of :meth:`attribute` on checked, tuple-formatted inputs."""
-        num = inputs_t[0].shape[0]
+        num, n_samples = inputs_t[0].shape[0], cfg.n_samples
         with torch.no_grad():
             logits = _run_forward(self.forward_func, inputs_t, None, additional_forward_args)
         bar.update()
         n_classes = _check_logits(logits, num, "the clean inputs")
         classes = _resolve_target(target, logits, num, n_classes)
         row_target = classes.repeat_interleave(2 * n_samples)
-        temperatures = _temperatures(temperature, logits, classes)
+        temperatures = _temperatures(cfg.temperature, logits, classes)
         row_scale = None if temperatures is None else temperatures.repeat_interleave(2 * n_samples)
         row_args = _expand_additional_forward_args(
             additional_forward_args, 2 * n_samples, ExpansionTypes.repeat_interleave
         )
         scales = tuple(
-            noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
+            cfg.noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
         )
         masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
         buf: tuple[Tensor, ...] | None = None
-        for _ in range(n_iter):
+        for _ in range(cfg.n_iter):
             # noisy copies minus the baseline: the model sees b + m * (x_i - b) and its complement
             shifted = tuple(
                 (x - b).unsqueeze(1)
@@ -350,21 +352,21 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 masks,
                 row_target,
                 row_args,
-                lambda1,
-                lambda2,
-                samples_per_eval,
-                reference_numerics,
-                bar,
-                channels_last,
-                row_scale,
-                bases,
+                cfg.lambda1,
+                cfg.lambda2,
+                cfg.samples_per_eval,
+                reference_numerics=cfg.reference_numerics,
+                bar=bar,
+                channels_last=cfg.channels_last,
+                row_scale=row_scale,
+                bases=bases,
             )
             grads = normalise_per_example(grads)
             if buf is None:
                 buf = grads
             else:
-                buf = tuple(momentum * b + g for b, g in zip(buf, grads))
-            masks = tuple((m - lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
+                buf = tuple(cfg.momentum * b + g for b, g in zip(buf, grads))
+            masks = tuple((m - cfg.lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
         return masks
 
 
