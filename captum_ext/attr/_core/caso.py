@@ -17,6 +17,7 @@ from captum_ext._compat import log_usage
 from captum_ext.attr._utils.context_aware import (
     DEFAULT_LAMBDA1_GRID,
     ContextAware,
+    ContextAwareSettings,
     lambda1_path,
     normalise_gradient,
 )
@@ -120,10 +121,12 @@ class CAFO(ContextAware):
             "lambda2": lambda2, "c1": c1, "internal_batch_size": internal_batch_size,
             "lambda1_rule": lambda1_rule,
         }  # fmt: skip
-        ctx, out = self._run(
-            inputs, target, additional_forward_args, lambda1, sparsity_range, lambda1_grid,
-            max_halvings, n_samples, stdevs, generator, show_progress, options,
+        cfg = ContextAwareSettings(
+            lambda1=lambda1, sparsity_range=sparsity_range, lambda1_grid=lambda1_grid,
+            max_halvings=max_halvings, n_samples=n_samples, stdevs=stdevs, generator=generator,
+            show_progress=show_progress,
         )  # fmt: skip
+        ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
         return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 
@@ -310,10 +313,12 @@ class CASO(ContextAware):
             "power_iter": power_iter, "hessian": hessian, "step": step, "monotone": monotone,
             "internal_batch_size": internal_batch_size, "lambda1_rule": lambda1_rule,
         }  # fmt: skip
-        ctx, out = self._run(
-            inputs, target, additional_forward_args, lambda1, sparsity_range, lambda1_grid,
-            max_halvings, n_samples, stdevs, generator, show_progress, options,
+        cfg = ContextAwareSettings(
+            lambda1=lambda1, sparsity_range=sparsity_range, lambda1_grid=lambda1_grid,
+            max_halvings=max_halvings, n_samples=n_samples, stdevs=stdevs, generator=generator,
+            show_progress=show_progress,
         )  # fmt: skip
+        ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
         return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 

@@ -9,6 +9,7 @@ import inspect
 import numbers
 import warnings
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -114,6 +115,25 @@ def _loss_function(loss: Any) -> LossCallable:
     return loss
 
 
+@dataclass(frozen=True)
+class ContextAwareSettings:
+    """The ``lambda1`` search and Smooth-copy knobs of one CAFO / CASO call.
+
+    The ``attribute`` arguments of that name, shared by both methods (``lambda1`` is a list for
+    ``lambda1_path``); built by the public methods and passed down whole to
+    :meth:`ContextAware._run`. The method-specific knobs travel in the ``options`` dict.
+    """
+
+    lambda1: Union[str, float, list[float]]
+    sparsity_range: tuple[float, float]
+    lambda1_grid: Sequence[float]
+    max_halvings: int
+    n_samples: int
+    stdevs: float
+    generator: torch.Generator | None
+    show_progress: bool
+
+
 class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
 
@@ -156,27 +176,11 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         stdevs: float,
         generator: torch.Generator | None,
     ) -> dict[str, Any]:
+        """Check the inputs, resolve the target and draw the Smooth copies: the call's context."""
         is_tuple = _is_tuple(inputs)
         tensors = format_inputs(inputs)
-        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-            raise TypeError("inputs must be a Tensor or a tuple of Tensors")
-        n = tensors[0].shape[0] if tensors[0].dim() > 0 else 0
-        for i, t in enumerate(tensors):
-            if t.dim() == 0 or t.shape[0] != n or n == 0:
-                raise ValueError(
-                    f"inputs[{i}] must have the same non-zero batch size on dim 0 as inputs[0] "
-                    f"({n}), got shape {tuple(t.shape)}"
-                )
-            if not t.is_floating_point():
-                raise TypeError(f"inputs[{i}] must be a floating-point tensor, got {t.dtype}")
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"inputs[{i}] contains non-finite values (NaN or inf)")
-        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 0:
-            raise ValueError(f"n_samples must be an int >= 0, got {n_samples!r}")
-        if n_samples > 0 and not (isinstance(stdevs, (int, float)) and stdevs > 0):
-            raise ValueError(f"stdevs must be a float > 0 when n_samples > 0, got {stdevs!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        n = _check_tensors(tensors)
+        _check_smooth(n_samples, stdevs, generator)
         args = _format_additional_forward_args(additional_forward_args)
         shapes = [t.shape[1:] for t in tensors]
         sizes = [int(t[0].numel()) for t in tensors]
@@ -197,41 +201,15 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
 
         loss = _loss_function(self.loss)
 
-        def check_target(logits: Tensor, tgt: Tensor) -> None:
-            k = logits.shape[1]
-            if bool((tgt < 0).any()) or bool((tgt >= k).any()):
-                raise ValueError(
-                    f"target must be class indices in [0, {k}), got values "
-                    f"{sorted(set(tgt.tolist()))}"
-                )
-
         def loss_fn(logits: Tensor, tgt: Tensor) -> Tensor:
-            check_target(logits, tgt)
+            _check_target(logits, tgt)
             return loss(logits, tgt)
 
         tgt = self._format_target(target, n, x, row_logits)
         if generator is None:
             generator = torch.Generator().manual_seed(torch.initial_seed())
-        if n_samples > 0:
-            # one draw shared by every example: an example's copies do not depend on its
-            # position in the batch or on the other examples
-            noise = torch.randn(
-                (1, n_samples, x.shape[1]),
-                generator=generator,
-                device=generator.device,
-                dtype=x.dtype,
-            ).to(x.device)
-            scale = torch.cat(
-                [
-                    (stdevs * (p.amax(1) - p.amin(1)))[:, None].expand(n, s)
-                    for p, s in zip(torch.split(x, sizes, dim=1), sizes)
-                ],
-                1,
-            )
-            xs = x[:, None] + noise * scale[:, None]
-        else:
-            xs = x[:, None]
-        log_scale, weights = self._loss_scales(xs, tgt, row_logits, check_target)
+        xs = _smooth_copies(x, sizes, n_samples, stdevs, generator)
+        log_scale, weights = self._loss_scales(xs, tgt, row_logits, _check_target)
         return {
             "is_tuple": is_tuple,
             "x": x,
@@ -341,23 +319,22 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         inputs: Any,
         target: TargetType,
         additional_forward_args: Any,
-        lambda1: Union[str, float, list[float]],
-        sparsity_range: tuple[float, float],
-        lambda1_grid: Sequence[float],
-        max_halvings: int,
-        n_samples: int,
-        stdevs: float,
-        generator: torch.Generator | None,
-        show_progress: bool,
+        cfg: ContextAwareSettings,
         options: dict[str, Any],
     ) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Check, set up, solve and choose ``lambda1``: the body of every public method.
+
+        Returns:
+            ``(ctx, out)``: the context of :meth:`_setup` and the output of :meth:`_choose`;
+            sets :attr:`last_info`.
+        """
         self._check_common(
-            lambda1 if not isinstance(lambda1, list) else 0.0,
+            cfg.lambda1 if not isinstance(cfg.lambda1, list) else 0.0,
             options["lambda2"],
             options["c1"],
-            sparsity_range,
-            lambda1_grid,
-            max_halvings,
+            cfg.sparsity_range,
+            cfg.lambda1_grid,
+            cfg.max_halvings,
             options["internal_batch_size"],
         )
         self._check_options(options)
@@ -368,17 +345,17 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
                 f"got {rule!r}"
             )
         with torch.enable_grad(), eval_mode(self.forward_func):
-            ctx = self._setup(inputs, target, additional_forward_args, n_samples, stdevs, generator)
+            ctx = self._setup(
+                inputs, target, additional_forward_args, cfg.n_samples, cfg.stdevs, cfg.generator
+            )
             bar = (
                 progress(desc=f"{self.get_name()} attribution", total=self._n_steps(options))
-                if show_progress
+                if cfg.show_progress
                 else NullProgress()
             )
             try:
                 solve, info = self._solver(ctx, options, bar)
-                out = self._choose(
-                    solve, lambda1, lambda1_grid, sparsity_range, max_halvings, ctx, rule
-                )
+                out = self._choose(solve, cfg, ctx, rule)
             finally:
                 bar.close()
         info.update({k: v for k, v in out.items() if k != "delta"})
@@ -402,20 +379,18 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     @staticmethod
     def _choose(
         solve: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-        lambda1: Union[str, float, list[float]],
-        lambda1_grid: Sequence[float],
-        sparsity_range: tuple[float, float],
-        max_halvings: int,
+        cfg: ContextAwareSettings,
         ctx: dict[str, Any],
         rule: str,
     ) -> dict[str, Tensor]:
+        """The solution(s) for ``cfg.lambda1``: the automatic rule's choice, or the values given."""
         n = ctx["x"].shape[0]
-        lo, hi = float(sparsity_range[0]), float(sparsity_range[1])
+        lambda1, max_halvings = cfg.lambda1, cfg.max_halvings
+        lo, hi = float(cfg.sparsity_range[0]), float(cfg.sparsity_range[1])
         if isinstance(lambda1, str):
             if rule == "paper":
-                choice = select_lambda1(
-                    solve, [float(v) for v in lambda1_grid], n, (lo, hi), max_halvings=max_halvings
-                )
+                grid = [float(v) for v in cfg.lambda1_grid]
+                choice = select_lambda1(solve, grid, n, (lo, hi), max_halvings=max_halvings)
             else:
                 base = quantile_lambda1(ctx["g"], lo)
                 seeds = base[:, None] * torch.tensor(_SEED_FACTORS, dtype=torch.float64)
@@ -505,20 +480,79 @@ def lambda1_path(
     )
     bound.apply_defaults()
     p = dict(bound.arguments)
-    option_names = [
-        k for k in p
-        if k not in ("self", "inputs", "target", "additional_forward_args", "lambda1",
-                     "sparsity_range", "lambda1_grid", "max_halvings", "n_samples", "stdevs",
-                     "generator", "show_progress")
-    ]  # fmt: skip
-    ctx, out = method._run(
-        inputs, target, additional_forward_args, values, p["sparsity_range"], p["lambda1_grid"],
-        p["max_halvings"], p["n_samples"], p["stdevs"], p["generator"], p["show_progress"],
-        {k: p[k] for k in option_names},
-    )  # fmt: skip
+    names = {f.name for f in fields(ContextAwareSettings)}
+    cfg = ContextAwareSettings(**{k: p[k] for k in names if k != "lambda1"}, lambda1=values)
+    skip = names | {"self", "inputs", "target", "additional_forward_args"}
+    options = {k: v for k, v in p.items() if k not in skip}
+    ctx, out = method._run(inputs, target, additional_forward_args, cfg, options)
     return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]
 
 
 def _is_number(value: Any) -> bool:
     """A real number (Python or NumPy) that is not a bool; NaN passes, range checks reject it."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_tensors(tensors: tuple[Any, ...]) -> int:
+    """The batch size of ``inputs`` after checking their types, shapes and values."""
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError("inputs must be a Tensor or a tuple of Tensors")
+    n = tensors[0].shape[0] if tensors[0].dim() > 0 else 0
+    for i, t in enumerate(tensors):
+        if t.dim() == 0 or t.shape[0] != n or n == 0:
+            raise ValueError(
+                f"inputs[{i}] must have the same non-zero batch size on dim 0 as inputs[0] "
+                f"({n}), got shape {tuple(t.shape)}"
+            )
+        if not t.is_floating_point():
+            raise TypeError(f"inputs[{i}] must be a floating-point tensor, got {t.dtype}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"inputs[{i}] contains non-finite values (NaN or inf)")
+    return n
+
+
+def _check_smooth(n_samples: Any, stdevs: Any, generator: Any) -> None:
+    """Validate the Smooth-copy knobs ``n_samples``, ``stdevs`` and ``generator``."""
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 0:
+        raise ValueError(f"n_samples must be an int >= 0, got {n_samples!r}")
+    if n_samples > 0 and not (isinstance(stdevs, (int, float)) and stdevs > 0):
+        raise ValueError(f"stdevs must be a float > 0 when n_samples > 0, got {stdevs!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+
+def _check_target(logits: Tensor, tgt: Tensor) -> None:
+    """Reject targets outside ``[0, n_classes)`` of these logits."""
+    k = logits.shape[1]
+    if bool((tgt < 0).any()) or bool((tgt >= k).any()):
+        raise ValueError(
+            f"target must be class indices in [0, {k}), got values {sorted(set(tgt.tolist()))}"
+        )
+
+
+def _smooth_copies(
+    x: Tensor, sizes: list[int], n_samples: int, stdevs: float, generator: torch.Generator
+) -> Tensor:
+    """The copies ``(N, max(n_samples, 1), d)``: ``x`` itself, or Def. 4's Gaussian copies.
+
+    One draw shared by every example: an example's copies do not depend on its position in the
+    batch or on the other examples. The noise std is ``stdevs`` times each example's value range
+    per input tensor (``sizes`` are the flattened sizes of the input tensors).
+    """
+    if n_samples == 0:
+        return x[:, None]
+    n = x.shape[0]
+    noise = torch.randn(
+        (1, n_samples, x.shape[1]),
+        generator=generator,
+        device=generator.device,
+        dtype=x.dtype,
+    ).to(x.device)
+    scale = torch.cat(
+        [
+            (stdevs * (p.amax(1) - p.amin(1)))[:, None].expand(n, s)
+            for p, s in zip(torch.split(x, sizes, dim=1), sizes)
+        ],
+        1,
+    )
+    return x[:, None] + noise * scale[:, None]
