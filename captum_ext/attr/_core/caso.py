@@ -380,34 +380,11 @@ class CASO(ContextAware):
         g, unit = normalise_gradient(raw.gradient())
         ctx["g"], ctx["unit"] = g, unit
         op = _Normalised(raw, unit)
-        n, d = g.shape
-        gen = ctx["generator"]
-        # one start vector shared by every example: a result never depends on batch position
-        v0 = torch.rand((1, 1, d), generator=gen, device=gen.device, dtype=g.dtype) - 0.5
-        v0 = v0.to(g.device).expand(n, 1, d)
-
-        def power_hvp(v: Tensor) -> Tensor:
-            out = op(v)
-            bar.update()
-            return out
-
-        top, n_hvp, indefinite = power_iteration(power_hvp, v0, options["power_iter"])
-        c1 = float(options["c1"])
-        if options["lambda2"] is None:
-            lam2 = top / 2 + c1
-            raised = torch.zeros(n, dtype=torch.bool)
-        else:
-            lam2 = torch.full_like(top, float(options["lambda2"]))
-            raised_t = lam2 <= top / 2
-            if bool(raised_t.any()):
-                warnings.warn(
-                    f"CASO: lambda2={options['lambda2']} <= L/2 (top Hessian eigenvalue / 2) "
-                    f"for {int(raised_t.sum())} example(s), which makes the objective "
-                    "non-concave; using L/2 + c1 there instead (see last_info['lambda2_raised'])",
-                    stacklevel=4,
-                )
-            lam2 = torch.where(raised_t, top / 2 + c1, lam2)
-            raised = raised_t.cpu()
+        n = g.shape[0]
+        top, n_hvp, indefinite = _top_eigenvalue(
+            op, g, ctx["generator"], options["power_iter"], bar
+        )
+        lam2, raised = _lambda2(top, options["lambda2"], float(options["c1"]))
         step = options["step"]
         info: dict[str, Any] = {
             "lambda2": lam2.double().cpu(),
@@ -444,6 +421,43 @@ class CASO(ContextAware):
             return res.b, q
 
         return solve, info
+
+
+def _top_eigenvalue(
+    op: Callable[[Tensor], Tensor], g: Tensor, gen: torch.Generator, n_iter: int, bar: Any
+) -> tuple[Tensor, int, bool]:
+    """Power iteration on ``op`` (one bar tick per product): ``(top, n_hvp, indefinite)``."""
+    n, d = g.shape
+    # one start vector shared by every example: a result never depends on batch position
+    v0 = torch.rand((1, 1, d), generator=gen, device=gen.device, dtype=g.dtype) - 0.5
+    v0 = v0.to(g.device).expand(n, 1, d)
+
+    def power_hvp(v: Tensor) -> Tensor:
+        out = op(v)
+        bar.update()
+        return out
+
+    return power_iteration(power_hvp, v0, n_iter)
+
+
+def _lambda2(top: Tensor, lambda2: float | None, c1: float) -> tuple[Tensor, Tensor]:
+    """``(lambda2, raised)`` per example: ``L/2 + c1``, or the user's value where it is > L/2.
+
+    A user ``lambda2 <= L/2`` makes the objective non-concave: it is replaced by ``L/2 + c1``
+    there, with a warning, and ``raised`` (on the CPU) flags those examples.
+    """
+    if lambda2 is None:
+        return top / 2 + c1, torch.zeros(top.shape[0], dtype=torch.bool)
+    lam2 = torch.full_like(top, float(lambda2))
+    raised = lam2 <= top / 2
+    if bool(raised.any()):
+        warnings.warn(
+            f"CASO: lambda2={lambda2} <= L/2 (top Hessian eigenvalue / 2) "
+            f"for {int(raised.sum())} example(s), which makes the objective "
+            "non-concave; using L/2 + c1 there instead (see last_info['lambda2_raised'])",
+            stacklevel=5,
+        )
+    return torch.where(raised, top / 2 + c1, lam2), raised.cpu()
 
 
 class _Normalised:
