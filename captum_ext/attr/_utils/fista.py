@@ -183,24 +183,12 @@ def fista(
     lam1 = lambda1.to(g.dtype)
     lam2 = lambda2.to(g.dtype).expand(n, k)
     g = g.expand(n, k, d)
-    zeros = g.new_zeros(n, k, d)
-    b, b_prev, hb, hb_prev = zeros, zeros, zeros, zeros
+    p = _Problems(hvp, g, lam1, lam2, g.new_zeros(n, k, d), 64 * torch.finfo(g.dtype).eps)
+    state = _Iterates(p.zeros)
     n_hvp = 0
     trace: list[dict[str, Tensor]] = []
-    rtol = 64 * torch.finfo(g.dtype).eps
-    t_mom, t_mom_next = 1.0, 1.0
-    z, hz = zeros, zeros
     for it in range(1, n_iter + 1):
-        if monotone:
-            # MFISTA: y = b + (t_k / t_{k+1}) (z - b) + ((t_k - 1) / t_{k+1}) (b - b_prev).
-            a1 = t_mom / t_mom_next if it > 1 else 0.0
-            a2 = (t_mom - 1.0) / t_mom_next if it > 1 else 0.0
-            v = b + a1 * (z - b) + a2 * (b - b_prev)
-            hv = hb + a1 * (hz - hb) + a2 * (hb - hb_prev)
-        else:
-            mu = (it - 2) / (it + 1)
-            v = b + mu * (b - b_prev)
-            hv = hb + mu * (hb - hb_prev)
+        v, hv = state.extrapolate(it, monotone)
         grad = 2 * lam2[..., None] * v - g
         if hvp is not None:
             grad = grad - hv
@@ -208,56 +196,115 @@ def fista(
             t = 1.0 / (2 * lam2)
         else:
             t = torch.full((n, k), float(lr), dtype=g.dtype, device=g.device)
-        new_b, new_hd = zeros, zeros
-        pending = torch.ones(n, k, dtype=torch.bool, device=g.device)
-        for _ in range(max_backtracks + 1):
-            cand = soft_threshold(v - t[..., None] * grad, (t * lam1)[..., None])
-            dvec = torch.where(pending[..., None], cand - v, zeros)
-            if hvp is None:
-                hd = zeros
-            elif bool((dvec != 0).any()):
-                hd = hvp(dvec)
-                n_hvp += 1
-            else:
-                hd = zeros
-            dd = _dot(dvec, dvec)
-            dhd = _dot(dvec, hd)
-            ok = pending & (2 * lam2 * dd - dhd <= dd / t + rtol * (2 * lam2 * dd + dhd.abs()))
-            new_b = torch.where(ok[..., None], cand, new_b)
-            new_hd = torch.where(ok[..., None], hd, new_hd)
-            pending = pending & ~ok
-            if not bool(pending.any()):
-                break
-            t = torch.where(pending, t * backtrack, t)
-        else:
-            raise RuntimeError(
-                f"FISTA backtracking found no sufficient decrease after {max_backtracks} "
-                "halvings: the Hessian-vector products are not finite or the objective is "
-                "badly scaled; check the model and raise lambda2 (or c1)"
-            )
+        new_b, new_hd, t, calls = _line_search(p, v, grad, t, backtrack, max_backtracks)
+        n_hvp += calls
         new_hb = hv + new_hd
         if record:
             trace.append(
-                {
-                    "F_v": objective(v, hv, g, lam1, lam2),
-                    "F_b": objective(new_b, new_hb, g, lam1, lam2),
-                    "t": t.clone(),
-                }
+                {"F_v": p.objective(v, hv), "F_b": p.objective(new_b, new_hb), "t": t.clone()}
             )
-        if monotone:
-            f_new = objective(new_b, new_hb, g, lam1, lam2)
-            f_old = objective(b, hb, g, lam1, lam2)
-            keep_new = (f_new <= f_old)[..., None]
-            z, hz = new_b, new_hb
-            b_prev, hb_prev = b, hb
-            b = torch.where(keep_new, new_b, b)
-            hb = torch.where(keep_new, new_hb, hb)
-            t_mom, t_mom_next = t_mom_next, (1.0 + math.sqrt(1.0 + 4.0 * t_mom_next**2)) / 2.0
-        else:
-            b_prev, hb_prev = b, hb
-            b, hb = new_b, new_hb
+        state.advance(new_b, new_hb, monotone, p)
         if record:
-            trace[-1]["F"] = objective(b, hb, g, lam1, lam2)
+            trace[-1]["F"] = p.objective(state.b, state.hb)
         if on_iteration is not None:
             on_iteration()
-    return FistaResult(b=b, hb=hb, n_hvp=n_hvp, trace=trace)
+    return FistaResult(b=state.b, hb=state.hb, n_hvp=n_hvp, trace=trace)
+
+
+@dataclass
+class _Problems:
+    """The fixed data of one :func:`fista` call, broadcast to the ``(N, K, ...)`` stack."""
+
+    hvp: HVP | None
+    g: Tensor
+    lam1: Tensor
+    lam2: Tensor
+    zeros: Tensor
+    rtol: float
+
+    def objective(self, b: Tensor, hb: Tensor) -> Tensor:
+        """``F`` of every problem at ``b`` (see :func:`objective`)."""
+        return objective(b, hb, self.g, self.lam1, self.lam2)
+
+
+class _Iterates:
+    """The FISTA / MFISTA iterates and their cached Hessian products."""
+
+    def __init__(self, zeros: Tensor) -> None:
+        self.b, self.b_prev, self.hb, self.hb_prev = zeros, zeros, zeros, zeros
+        self.z, self.hz = zeros, zeros
+        self.t_mom, self.t_mom_next = 1.0, 1.0
+
+    def extrapolate(self, it: int, monotone: bool) -> tuple[Tensor, Tensor]:
+        """The point ``V`` of iteration ``it`` and ``H V``, combined from cached products."""
+        b, b_prev, hb, hb_prev = self.b, self.b_prev, self.hb, self.hb_prev
+        if monotone:
+            # MFISTA: y = b + (t_k / t_{k+1}) (z - b) + ((t_k - 1) / t_{k+1}) (b - b_prev).
+            a1 = self.t_mom / self.t_mom_next if it > 1 else 0.0
+            a2 = (self.t_mom - 1.0) / self.t_mom_next if it > 1 else 0.0
+            v = b + a1 * (self.z - b) + a2 * (b - b_prev)
+            hv = hb + a1 * (self.hz - hb) + a2 * (hb - hb_prev)
+        else:
+            mu = (it - 2) / (it + 1)
+            v = b + mu * (b - b_prev)
+            hv = hb + mu * (hb - hb_prev)
+        return v, hv
+
+    def advance(self, new_b: Tensor, new_hb: Tensor, monotone: bool, p: _Problems) -> None:
+        """Take the prox point (MFISTA: where it does not increase ``F``)."""
+        if monotone:
+            f_new = p.objective(new_b, new_hb)
+            f_old = p.objective(self.b, self.hb)
+            keep_new = (f_new <= f_old)[..., None]
+            self.z, self.hz = new_b, new_hb
+            self.b_prev, self.hb_prev = self.b, self.hb
+            self.b = torch.where(keep_new, new_b, self.b)
+            self.hb = torch.where(keep_new, new_hb, self.hb)
+            t_next = self.t_mom_next
+            self.t_mom, self.t_mom_next = t_next, (1.0 + math.sqrt(1.0 + 4.0 * t_next**2)) / 2.0
+        else:
+            self.b_prev, self.hb_prev = self.b, self.hb
+            self.b, self.hb = new_b, new_hb
+
+
+def _line_search(
+    p: _Problems, v: Tensor, grad: Tensor, t: Tensor, backtrack: float, max_backtracks: int
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Backtrack the prox step from ``v`` per problem until sufficient decrease holds.
+
+    Returns:
+        ``(B', H (B' - V), t, n_hvp)``: the accepted prox points, the products of their steps,
+        the accepted step sizes and the batched HVP calls spent.
+
+    Raises:
+        RuntimeError: See :func:`fista`.
+    """
+    n_hvp = 0
+    zeros = p.zeros
+    new_b, new_hd = zeros, zeros
+    pending = torch.ones(t.shape, dtype=torch.bool, device=v.device)
+    for _ in range(max_backtracks + 1):
+        cand = soft_threshold(v - t[..., None] * grad, (t * p.lam1)[..., None])
+        dvec = torch.where(pending[..., None], cand - v, zeros)
+        if p.hvp is None:
+            hd = zeros
+        elif bool((dvec != 0).any()):
+            hd = p.hvp(dvec)
+            n_hvp += 1
+        else:
+            hd = zeros
+        dd = _dot(dvec, dvec)
+        dhd = _dot(dvec, hd)
+        lam2 = p.lam2
+        ok = pending & (2 * lam2 * dd - dhd <= dd / t + p.rtol * (2 * lam2 * dd + dhd.abs()))
+        new_b = torch.where(ok[..., None], cand, new_b)
+        new_hd = torch.where(ok[..., None], hd, new_hd)
+        pending = pending & ~ok
+        if not bool(pending.any()):
+            return new_b, new_hd, t, n_hvp
+        t = torch.where(pending, t * backtrack, t)
+    raise RuntimeError(
+        f"FISTA backtracking found no sufficient decrease after {max_backtracks} "
+        "halvings: the Hessian-vector products are not finite or the objective is "
+        "badly scaled; check the model and raise lambda2 (or c1)"
+    )
