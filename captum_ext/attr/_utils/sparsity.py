@@ -69,6 +69,7 @@ class _State:
         self.bracket: tuple[float, float] | None = None  # (below-window lam, all-zero lam)
         self.pick: tuple[float, int, int] | None = None  # (lam, round, col)
         self.queue: list[float] = []
+        self.up_steps = 0
 
     def see(self, lam: float, eta: float, q: float, rnd: int, col: int) -> str:
         self.lam_max = max(self.lam_max, lam)
@@ -100,6 +101,43 @@ class _State:
             a, b = self.bracket
             return [math.sqrt(a * b)]
         return []
+
+    def advance(self, kind: str, lam: float, rnd: int, col: int, max_up: int) -> bool:
+        """Update the phase after :meth:`see` classed ``lam`` as ``kind``; True ends the round."""
+        if self.phase == "up":
+            self.up_steps += 1
+            if kind == "zero":
+                if self.window:
+                    self.pick = self.best_window()
+                else:
+                    self.phase = "halve"
+                return True
+            if self.up_steps >= max_up:
+                self.phase = "done"
+                return True
+        elif self.phase == "halve":
+            self.budget -= 1
+            if kind == "in":
+                self.pick = (lam, rnd, col)
+                return True
+            if kind == "below":
+                self.phase = "bisect"
+                self.bracket = (lam, lam * 2.0)
+                return True
+            if self.budget <= 0:
+                self.phase = "done"
+                return True
+        elif self.phase == "bisect" and self.bracket is not None:
+            self.budget -= 1
+            if kind == "in":
+                self.pick = (lam, rnd, col)
+            elif kind == "zero":
+                self.bracket = (self.bracket[0], lam)
+            else:
+                self.bracket = (lam, self.bracket[1])
+            if self.budget <= 0 and self.pick is None:
+                self.phase = "done"
+        return False
 
     def after_grid(self) -> None:
         if self.window:
@@ -140,70 +178,55 @@ def select_lambda1(
     """
     lo, hi = window
     states = [_State(lo, hi, max_halvings) for _ in range(n_examples)]
-    # per round: example -> row, delta, q, eta
-    results: list[tuple[dict[int, int], Tensor, Tensor, Tensor]] = []
-
-    def run(values: list[list[float]]) -> int:
-        active = [i for i, v in enumerate(values) if v]
-        width = max(len(values[i]) for i in active)
-        padded = [(values[i] + [values[i][0]] * width)[:width] for i in active]
-        lam = torch.tensor(padded, dtype=torch.float64)
-        delta, q = solve(lam, torch.tensor(active, dtype=torch.long))
-        results.append(({i: r for r, i in enumerate(active)}, delta, q, sparsity_ratio(delta)))
-        return len(results) - 1
-
-    rnd = run([list(grid) for _ in states])
+    results: list[_Round] = []
+    rnd = _run_round(solve, [list(grid) for _ in states], results, pad_last=False)
     q_l, eta_l = results[rnd][2].tolist(), results[rnd][3].tolist()
     for i, st in enumerate(states):
         for col, lam in enumerate(grid):
             st.see(float(lam), eta_l[i][col], q_l[i][col], rnd, col)
         st.after_grid()
-    up_steps = [0] * n_examples
     while True:
         proposals = [st.propose(speculate) for st in states]
         if not any(proposals):
             break
-        rnd = run(proposals)
+        rnd = _run_round(solve, proposals, results, pad_last=False)
         rows = results[rnd][0]
         q_l, eta_l = results[rnd][2].tolist(), results[rnd][3].tolist()
         for i, (st, vals) in enumerate(zip(states, proposals)):
             for col, lam in enumerate(vals):
                 kind = st.see(lam, eta_l[rows[i]][col], q_l[rows[i]][col], rnd, col)
-                if st.phase == "up":
-                    up_steps[i] += 1
-                    if kind == "zero":
-                        if st.window:
-                            st.pick = st.best_window()
-                        else:
-                            st.phase = "halve"
-                        break
-                    if up_steps[i] >= max_up:
-                        st.phase = "done"
-                        break
-                elif st.phase == "halve":
-                    st.budget -= 1
-                    if kind == "in":
-                        st.pick = (lam, rnd, col)
-                        break
-                    if kind == "below":
-                        st.phase = "bisect"
-                        st.bracket = (lam, lam * 2.0)
-                        break
-                    if st.budget <= 0:
-                        st.phase = "done"
-                        break
-                elif st.phase == "bisect" and st.bracket is not None:
-                    st.budget -= 1
-                    if kind == "in":
-                        st.pick = (lam, rnd, col)
-                    elif kind == "zero":
-                        st.bracket = (st.bracket[0], lam)
-                    else:
-                        st.bracket = (lam, st.bracket[1])
-                    if st.budget <= 0 and st.pick is None:
-                        st.phase = "done"
+                if st.advance(kind, lam, rnd, col, max_up):
+                    break
+    return _selected(states, results, len(grid), device)
+
+
+#: One batched round: example -> row, then the round's ``delta``, ``q`` and ``eta``.
+_Round = tuple[dict[int, int], Tensor, Tensor, Tensor]
+
+
+def _run_round(
+    solve: SolveFn, values: list[list[float]], results: list[_Round], pad_last: bool
+) -> int:
+    """Solve the non-empty rows of ``values`` as one batch, append the round, return its index.
+
+    Shorter rows are padded to the widest one with their first value (their last one with
+    ``pad_last``); the padded columns are solved but never read.
+    """
+    active = [i for i, v in enumerate(values) if v]
+    width = max(len(values[i]) for i in active)
+    padded = [(values[i] + [values[i][-1 if pad_last else 0]] * width)[:width] for i in active]
+    lam = torch.tensor(padded, dtype=torch.float64)
+    delta, q = solve(lam, torch.tensor(active, dtype=torch.long))
+    results.append(({i: r for r, i in enumerate(active)}, delta, q, sparsity_ratio(delta)))
+    return len(results) - 1
+
+
+def _selected(
+    states: list[_State], results: list[_Round], grid_len: int, device: torch.device | None
+) -> Lambda1Choice:
+    """The choice of :func:`select_lambda1`: each example's pick, else its fallback."""
     ref = results[0][1]
-    delta = ref.new_zeros(n_examples, ref.shape[-1])
+    delta = ref.new_zeros(len(states), ref.shape[-1])
     lam_out, eta_out, q_out, ok = [], [], [], []
     for i, st in enumerate(states):
         if st.pick is not None:
@@ -213,7 +236,7 @@ def select_lambda1(
             _, lam, r, col = st.fallback
             inside = False
         else:  # every solution was zero (e.g. a zero gradient)
-            lam, r, col, inside = st.lam_zero, 0, len(grid) - 1, False
+            lam, r, col, inside = st.lam_zero, 0, grid_len - 1, False
         row = results[r][0][i]
         delta[i] = results[r][1][row, col]
         lam_out.append(lam)
@@ -290,44 +313,49 @@ def refine_lambda1(
     top = min(lo + band, hi)
     n = seeds.shape[0]
     first = [sorted({0.0, *[min(float(v), upper) for v in row]}) for row in seeds.tolist()]
-    seen: list[list[tuple[float, float, float, int, int]]] = [[] for _ in range(n)]
-    results: list[tuple[dict[int, int], Tensor, Tensor, Tensor]] = []
+    seen: list[list[_Seen]] = [[] for _ in range(n)]
+    results: list[_Round] = []
 
     def run(values: list[list[float]]) -> None:
-        active = [i for i, v in enumerate(values) if v]
-        w = max(len(values[i]) for i in active)
-        padded = [(values[i] + [values[i][-1]] * w)[:w] for i in active]
-        delta, q = solve(torch.tensor(padded, dtype=torch.float64), torch.tensor(active))
-        eta = sparsity_ratio(delta)
-        rnd = len(results)
-        results.append(({i: r for r, i in enumerate(active)}, delta, q, eta))
+        rnd = _run_round(solve, values, results, pad_last=True)
+        rows, _, q, eta = results[rnd]
         q_l, eta_l = q.tolist(), eta.tolist()
-        for r, i in enumerate(active):
+        for i, r in rows.items():
             for col, lam in enumerate(values[i]):
                 seen[i].append((lam, eta_l[r][col], q_l[r][col], rnd, col))
 
-    def done(i: int) -> bool:
-        return any(lo <= e < top for _, e, _, _, _ in seen[i])
-
     run(first)
     for _ in range(max_rounds):
-        proposals: list[list[float]] = []
-        for i in range(n):
-            if done(i):
-                proposals.append([])
-                continue
-            below = [lam for lam, e, _, _, _ in seen[i] if e < lo]
-            above = [lam for lam, e, _, _, _ in seen[i] if e >= lo] + [upper]
-            b = min(above)
-            a = max([v for v in below if v < b], default=0.0)
-            if b - a <= 1e-9 * max(b, 1e-300):
-                proposals.append([])
-                continue
-            proposals.append([a + (b - a) * k / (width + 1) for k in range(1, width + 1)])
+        proposals = [_narrowed(seen[i], lo, top, upper, width) for i in range(n)]
         if not any(proposals):
             break
         run(proposals)
+    return _refined(seen, results, lo, hi, top)
+
+
+#: One solution met by :func:`refine_lambda1`: ``(lambda1, eta, q, round, column)``.
+_Seen = tuple[float, float, float, int, int]
+
+
+def _narrowed(seen: list[_Seen], lo: float, top: float, upper: float, width: int) -> list[float]:
+    """The next ``width`` values inside one example's bracket (empty when it is done)."""
+    if any(lo <= e < top for _, e, _, _, _ in seen):
+        return []
+    below = [lam for lam, e, _, _, _ in seen if e < lo]
+    above = [lam for lam, e, _, _, _ in seen if e >= lo] + [upper]
+    b = min(above)
+    a = max([v for v in below if v < b], default=0.0)
+    if b - a <= 1e-9 * max(b, 1e-300):
+        return []
+    return [a + (b - a) * k / (width + 1) for k in range(1, width + 1)]
+
+
+def _refined(
+    seen: list[list[_Seen]], results: list[_Round], lo: float, hi: float, top: float
+) -> Lambda1Choice:
+    """The choice of :func:`refine_lambda1`: the highest-loss in-band (else in-window) solution."""
     ref = results[0][1]
+    n = len(seen)
     delta = ref.new_zeros(n, ref.shape[-1])
     lam_out, eta_out, q_out, ok = [], [], [], []
     for i in range(n):
