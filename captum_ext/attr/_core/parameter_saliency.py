@@ -502,37 +502,8 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         Requires a fitted calibration (its reference mean/std) unless ``calibrated=False``;
         Conv2d/Linear layers only.
         """
-        if not isinstance(inputs, Tensor):
-            raise TypeError("input_saliency takes a single input tensor")
-        if not can_use_hooks(self.filters):
-            raise ValueError("input_saliency supports Conv2d and Linear layers only")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.filters.n_filters:
-            raise ValueError(f"k must be an int in [1, {self.filters.n_filters}], got {k!r}")
-        if (
-            isinstance(boost, bool)
-            or not isinstance(boost, (int, float))
-            or not (math.isfinite(boost) and boost > 0)
-        ):
-            raise ValueError(f"boost must be a finite number > 0, got {boost!r}")
-        if isinstance(noise_iters, bool) or not isinstance(noise_iters, int) or noise_iters < 1:
-            raise ValueError(f"noise_iters must be an int >= 1, got {noise_iters!r}")
-        if not isinstance(noise_percent, (int, float)) or not 0 <= noise_percent <= 1:
-            raise ValueError(f"noise_percent must be a number in [0, 1], got {noise_percent!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
-            )
-        if not inputs.is_floating_point() or not bool(torch.isfinite(inputs).all()):
-            raise ValueError("inputs must be a finite floating-point tensor")
-        mean = std = None
-        if calibrated:
-            cal = self._calibration()
-            if not isinstance(cal, (ZScoreCalibration, POTCalibration)):
-                raise ValueError("input_saliency needs a fitted z-score (or POT) calibration")
-            assert cal.moments.mean is not None  # fitted: the moments hold data
-            mean = cal.moments.mean.to(inputs.device, inputs.dtype)
-            s = cal.moments.std()
-            std = torch.where(s <= STD_FLOOR, torch.ones_like(s), s).to(inputs.device, inputs.dtype)
+        self._check_saliency_args(inputs, k, boost, noise_iters, noise_percent, generator)
+        mean, std = self._reference_moments(inputs) if calibrated else (None, None)
         if generator is None:
             generator = torch.Generator(device=inputs.device).manual_seed(torch.initial_seed())
         n = inputs.shape[0]
@@ -566,6 +537,50 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
                     (g,) = torch.autograd.grad(sim, x)
                     out[i] += g[0] / noise_iters
         return out
+
+    def _check_saliency_args(
+        self,
+        inputs: Any,
+        k: Any,
+        boost: Any,
+        noise_iters: Any,
+        noise_percent: Any,
+        generator: Any,
+    ) -> None:
+        """Validate the arguments of :meth:`input_saliency` (and that its layers are supported)."""
+        if not isinstance(inputs, Tensor):
+            raise TypeError("input_saliency takes a single input tensor")
+        if not can_use_hooks(self.filters):
+            raise ValueError("input_saliency supports Conv2d and Linear layers only")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.filters.n_filters:
+            raise ValueError(f"k must be an int in [1, {self.filters.n_filters}], got {k!r}")
+        if (
+            isinstance(boost, bool)
+            or not isinstance(boost, (int, float))
+            or not (math.isfinite(boost) and boost > 0)
+        ):
+            raise ValueError(f"boost must be a finite number > 0, got {boost!r}")
+        if isinstance(noise_iters, bool) or not isinstance(noise_iters, int) or noise_iters < 1:
+            raise ValueError(f"noise_iters must be an int >= 1, got {noise_iters!r}")
+        if not isinstance(noise_percent, (int, float)) or not 0 <= noise_percent <= 1:
+            raise ValueError(f"noise_percent must be a number in [0, 1], got {noise_percent!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be None or a torch.Generator, got {type(generator).__name__}"
+            )
+        if not inputs.is_floating_point() or not bool(torch.isfinite(inputs).all()):
+            raise ValueError("inputs must be a finite floating-point tensor")
+
+    def _reference_moments(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """The calibration's reference mean and std (1 where at the floor), like ``inputs``."""
+        cal = self._calibration()
+        if not isinstance(cal, (ZScoreCalibration, POTCalibration)):
+            raise ValueError("input_saliency needs a fitted z-score (or POT) calibration")
+        assert cal.moments.mean is not None  # fitted: the moments hold data
+        mean = cal.moments.mean.to(inputs.device, inputs.dtype)
+        s = cal.moments.std()
+        std = torch.where(s <= STD_FLOOR, torch.ones_like(s), s).to(inputs.device, inputs.dtype)
+        return mean, std
 
 
 def _full(module_name: str, param_name: str) -> str:
