@@ -59,7 +59,7 @@ _LEG_PRESETS: dict = {
     "paper": {"n_samples": 3000, "perturbations_per_eval": 100},
 }
 _LEG_NOTES = {
-    "fast": "500 model evaluations (the default is 1,000), grid 8 x 8",
+    "fast": "500 model evaluations (the default is 2,000), grid 8 x 8",
     "paper": "3,000 evaluations as in the paper's sensitivity analysis, grid 16 x 16",
 }
 _CASO_REF = (

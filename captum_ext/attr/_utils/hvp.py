@@ -214,11 +214,22 @@ class AutogradHessian(_Base):
 class ClosedFormHessian(_Base):
     """``H = J^T A J`` from the logit Jacobian (Singla et al. 2019, Prop. 1 and App. C).
 
-    ``J`` (``C`` vector-Jacobian products per base point) and ``A = d^2 loss / d logits^2`` (by
-    autograd in the ``C`` logits, so any ``loss_fn`` works) are computed once; the gradient is
-    ``J^T d loss / d logits`` (exact for every network). Products are then three batched
-    matmuls. Exact for piecewise-linear networks; the Gauss-Newton approximation otherwise.
-    Memory: ``N * n * C * d`` numbers.
+    ``A = d^2 loss / d logits^2`` (by autograd in the ``C`` logits, so any ``loss_fn`` works)
+    and the gradient ``J^T d loss / d logits`` are computed once per base point; products are
+    then three batched matmuls without any model pass. Exact for piecewise-linear networks
+    (ReLU, max-pool, eval-mode batch norm); the Gauss-Newton approximation otherwise.
+
+    With ``tol=None`` the ``C`` rows of ``J`` are computed (``C`` vector-Jacobian products per
+    base point, ``N * n * C * d`` numbers): 1,000 backward passes for an ImageNet classifier.
+    With ``tol`` the operator is built in ``A``'s eigenbasis instead: ``A = V diag(l) V^T`` gives
+    ``H = sum_r l_r (J^T v_r)(J^T v_r)^T``, and only the directions with ``|l_r| > tol *
+    max |l|`` are kept (per base point; the largest count over the batch is used). The dropped
+    part is ``J^T M J`` with ``||M||_2 <= tol ||A||_2``, so ``||H - H_k||_2 <= tol ||A||_2
+    ||J||_2^2``. Each kept direction costs one vector-Jacobian product ``J^T v_r``, and the
+    gradient one more. For the cross-entropy of a trained classifier ``A``'s spectrum follows
+    the softmax of the competing classes: a few large eigenvalues and a plateau of tiny ones
+    (the classes the example is nothing like), which is dropped. A loss linear in the logits
+    (``A = 0``) keeps no direction: ``H = 0`` exactly. :attr:`rank` holds the number kept.
 
     Args:
         row_logits: See :data:`RowLogits`.
@@ -226,6 +237,9 @@ class ClosedFormHessian(_Base):
         xs: Base points ``(N, n, d)``.
         target: ``(N,)`` class indices.
         max_rows: Rows per model pass when computing ``J``.
+        weights: See :class:`_Base`.
+        tol: ``None`` (every class) or the relative eigenvalue below which a direction of
+            ``A`` is dropped, in ``[0, 1)``.
     """
 
     def __init__(
@@ -236,43 +250,70 @@ class ClosedFormHessian(_Base):
         target: Tensor,
         max_rows: int | None = None,
         weights: Tensor | None = None,
+        tol: float | None = None,
     ) -> None:
         super().__init__(row_logits, loss_fn, xs, target, max_rows, weights)
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 <= tol < 1):
+            raise ValueError(f"hessian_tol must be None or a float in [0, 1), got {tol!r}")
+        self.tol = tol
         x_all, ex_all = self._rows(1)
         w_all = self._row_weights(1)
+        parts = [
+            self._logit_problem(x_all[s:e], ex_all[s:e], None if w_all is None else w_all[s:e])
+            for s, e in _chunks(x_all.shape[0], max_rows)
+        ]
+        #: Basis vectors kept per row (``C`` classes, or the kept eigenpairs of ``A``).
+        self.rank = max(int(p[3].shape[2]) for p in parts)
         jac, hess, grads = [], [], []
-        for s, e in _chunks(x_all.shape[0], max_rows):
-            j, a, g = self._jacobian(x_all[s:e], ex_all[s:e], None if w_all is None else w_all[s:e])
+        for x, logits, gz, basis, a in parts:
+            j, g = self._products(x, logits, gz, basis[:, :, : self.rank])
             jac.append(j)
-            hess.append(a)
+            hess.append(a[:, : self.rank, : self.rank])
             grads.append(g)
         n, c, d = self.n_examples, self.n_copies, self.dim
-        j = torch.cat(jac)
-        self.n_classes = j.shape[1]
-        #: ``(N, n*C, d)`` logit Jacobians of each example's base points.
-        self.jacobian = j.reshape(n, c * self.n_classes, d)
-        #: ``(N, n, C, C)`` loss Hessians in the logits.
-        self.logit_hessian = torch.cat(hess).reshape(n, c, self.n_classes, self.n_classes)
+        self.n_classes = self.rank
+        #: ``(N, n*k, d)``: ``J^T`` applied to each base point's ``k`` basis vectors.
+        self.jacobian = torch.cat(jac).reshape(n, c * self.rank, d)
+        #: ``(N, n, k, k)`` loss Hessians in the logits, in that basis.
+        self.logit_hessian = torch.cat(hess).reshape(n, c, self.rank, self.rank)
         self._grad = torch.cat(grads).reshape(n, c, d).mean(1)
 
-    def _jacobian(self, x: Tensor, ex: Tensor, w: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def _logit_problem(
+        self, x: Tensor, ex: Tensor, w: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """One forward pass of a chunk: inputs, logits, ``d loss / dz``, basis and ``A``."""
         x = x.clone().requires_grad_(True)
         logits = self.row_logits(x, ex)
         check_logits(logits, x.shape[0])
-        n_cls = logits.shape[1]
-        rows = []
-        for k in range(n_cls):
-            (jk,) = torch.autograd.grad(
-                logits[:, k].sum(), x, retain_graph=k < n_cls - 1, allow_unused=True
-            )
-            rows.append(torch.zeros_like(x) if jk is None else jk)
-        jac = torch.stack(rows, 1).detach()
-        z = logits.detach().requires_grad_(True)
+        if self.tol is None:
+            gz, a = self._logit_derivatives(logits.detach(), ex, w)
+            eye = torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
+            return x, logits, gz, eye.expand_as(a), a
+        # float64 logits: the spectrum's tail is then the loss's, not float32 rounding (which
+        # would put ~1e-8 on every one of C eigenvalues and defeat a small tol)
+        gz, a = self._logit_derivatives(logits.detach().double(), ex, w)
+        gz = gz.to(logits.dtype)
+        lam, vec = torch.linalg.eigh(a)
+        order = lam.abs().argsort(1, descending=True)
+        lam = lam.gather(1, order)
+        vec = vec.gather(2, order[:, None, :].expand_as(vec))
+        # keep every direction whose |l_r| exceeds tol * max |l| (sorted: a prefix)
+        mags = lam.abs()
+        keep = int((mags > self.tol * mags[:, :1]).sum(1).max())
+        basis = vec[:, :, :keep].to(logits.dtype)
+        return x, logits, gz, basis, torch.diag_embed(lam[:, :keep]).to(logits.dtype)
+
+    def _logit_derivatives(
+        self, logits: Tensor, ex: Tensor, w: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``d loss / dz`` ``(R, C)`` and ``A = d^2 loss / dz^2`` ``(R, C, C)`` (symmetrised)."""
+        z = logits.requires_grad_(True)
         loss = self.loss_fn(z, self.target[ex])
-        _check_loss(loss, x.shape[0])
+        _check_loss(loss, z.shape[0])
         if w is not None:
             loss = loss * w.to(loss.dtype)
         (gz,) = torch.autograd.grad(loss.sum(), z, create_graph=True)
+        n_cls = z.shape[1]
         cols = []
         for k in range(n_cls):
             if gz.requires_grad:
@@ -283,9 +324,27 @@ class ClosedFormHessian(_Base):
                 ak = None
             cols.append(torch.zeros_like(z) if ak is None else ak)
         a = torch.stack(cols, 2).detach()
-        a = 0.5 * (a + a.transpose(1, 2))
-        g = torch.einsum("rkd,rk->rd", jac, gz.detach())
-        return jac, a, g
+        return gz.detach(), 0.5 * (a + a.transpose(1, 2))
+
+    def _products(
+        self, x: Tensor, logits: Tensor, gz: Tensor, basis: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``J^T`` applied to each basis column ``(R, k, d)`` and to ``gz`` ``(R, d)``."""
+        vectors = [basis[:, :, r] for r in range(basis.shape[2])]
+        if self.tol is not None:  # the gradient needs its own pass outside the class basis
+            vectors.append(gz)
+        rows = []
+        for i, v in enumerate(vectors):
+            (jv,) = torch.autograd.grad(
+                logits, x, v.to(logits.dtype), retain_graph=i < len(vectors) - 1,
+                allow_unused=True,
+            )  # fmt: skip
+            rows.append(torch.zeros_like(x) if jv is None else jv)
+        g = rows.pop() if self.tol is not None else None
+        jac = torch.stack(rows, 1).detach() if rows else x.new_zeros(x.shape[0], 0, x.shape[1])
+        if g is None:
+            g = torch.einsum("rkd,rk->rd", jac, gz)
+        return jac, g.detach()
 
     def gradient(self) -> Tensor:
         """Loss gradients averaged over each example's base points: ``(N, d)``."""

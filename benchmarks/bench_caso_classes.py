@@ -1,0 +1,117 @@
+"""CASO's closed-form Hessian with few logit directions against every class (issue 18).
+
+The closed form ``H = J^T A J`` needs ``J^T v`` for every basis vector ``v`` of the logits: one
+backward pass per class (1,000 for an ImageNet head). ``hessian_tol`` keeps only the leading
+eigen-directions of ``A`` (see :class:`captum_ext.attr._utils.hvp.ClosedFormHessian`). On the
+224 x 224 benchmark ResNet-18 (1,000 logits, cached by ``captum_ext.benchmark.train``) this
+script measures, in the same run and per image:
+
+- one Captum ``Saliency`` call (the unit of cost);
+- the operator with every class (``hessian_tol=None``) and with each ``--tols`` value: seconds,
+  ratio to Saliency, directions kept, the relative operator-norm error ``||H_k - H||_2 /
+  ||H||_2`` (power iteration), the relative error of ``H V`` against every class's (``V``: 4
+  Gaussian vectors and the gradient; a Frobenius-like measure that counts every dropped
+  direction) and of the gradient;
+- for ``--hvp-images`` images, the whole ``CASO`` call with ``hessian="closed_form"`` (default
+  tol) against ``hessian="hvp"`` (the default route): seconds, ratio to Saliency, and the
+  cosine between the two maps.
+
+Goal (issue 18): within 1e-4 (relative) of the full closed form at <= 5x Saliency's time.
+
+Usage: ``python benchmarks/bench_caso_classes.py [--images 4] [--tols 1e-3,1e-4,1e-6]
+[--hvp-images 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from captum.attr import Saliency
+
+from captum_ext.attr import CASO
+from captum_ext.attr._utils.context_aware import _scaled_cross_entropy
+from captum_ext.attr._utils.hvp import ClosedFormHessian
+from captum_ext.benchmark import SyntheticShapes, train
+
+
+def seconds(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and its wall-clock seconds."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def op_norm(apply, dim: int, iters: int = 30) -> float:
+    """``||M||_2`` of a symmetric operator ``apply((1, 1, d)) -> (1, 1, d)`` by power iteration."""
+    v = torch.randn(1, 1, dim, generator=torch.Generator().manual_seed(0))
+    norm = 0.0
+    for _ in range(iters):
+        w = apply(v / v.norm())
+        norm, v = float(w.norm()), w
+    return norm
+
+
+def saliency(model, x, y):
+    return Saliency(model).attribute(x.clone().requires_grad_(), y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--tols", default="1e-3,1e-4,1e-6")
+    parser.add_argument("--hvp-images", type=int, default=1)
+    args = parser.parse_args()
+    tols = [float(t) for t in args.tols.split(",")]
+    torch.manual_seed(0)
+    model = train("resnet18_224", "shapes").model.eval()
+    images, labels, _ = SyntheticShapes(n=args.images, split="test", size=224).tensors()
+    shape = images.shape[1:]
+
+    def row_logits(rows: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+        return model(rows.view(-1, *shape))
+
+    print(f"{'image':>5} {'p_y':>6} {'tol':>8} {'kept':>5} {'s':>7} {'x Sal':>7} "
+          f"{'err op':>9} {'err HV':>9} {'err g':>9}")  # fmt: skip
+    worst: dict[float, tuple[float, float]] = {}
+    for i in range(args.images):
+        x, y = images[i : i + 1], labels[i : i + 1]
+        with torch.no_grad():
+            p_y = float(model(x).softmax(1)[0, y])
+        _, t_sal = seconds(saliency, model, x, y)
+        xs = x.reshape(1, 1, -1)
+        full, t_full = seconds(ClosedFormHessian, row_logits, _scaled_cross_entropy, xs, y)
+        v = torch.cat([torch.randn(1, 4, xs.shape[-1]), full.gradient()[:, None]], 1)
+        hv = full(v)
+        h_norm = op_norm(full, xs.shape[-1])
+        print(f"{i:>5} {p_y:>6.3f} {'all':>8} {full.rank:>5} {t_full:>7.2f} "
+              f"{t_full / t_sal:>7.1f} {'-':>9} {'-':>9} {'-':>9}")  # fmt: skip
+        for tol in tols:
+            op, t_op = seconds(ClosedFormHessian, row_logits, _scaled_cross_entropy, xs, y, tol=tol)
+            err = float((op(v) - hv).norm() / hv.norm())
+            err_op = op_norm(lambda u, op=op, full=full: op(u) - full(u), xs.shape[-1]) / h_norm
+            err_g = float((op.gradient() - full.gradient()).norm() / full.gradient().norm())
+            ratio = t_op / t_sal
+            print(f"{i:>5} {p_y:>6.3f} {tol:>8.0e} {op.rank:>5} {t_op:>7.2f} {ratio:>7.1f} "
+                  f"{err_op:>9.2e} {err:>9.2e} {err_g:>9.2e}")  # fmt: skip
+            prev = worst.get(tol, (0.0, 0.0))
+            worst[tol] = (max(prev[0], err_op), max(prev[1], ratio))
+        del full
+    for tol, (err, ratio) in worst.items():
+        print(f"tol {tol:.0e}: worst operator-norm error {err:.2e}, "
+              f"worst cost {ratio:.1f}x Saliency")  # fmt: skip
+    for i in range(args.hvp_images):
+        x, y = images[i : i + 1], labels[i : i + 1]
+        _, t_sal = seconds(saliency, model, x, y)
+        cf, t_cf = seconds(CASO(model).attribute, x, y, hessian="closed_form")
+        hvp, t_hvp = seconds(CASO(model).attribute, x, y, hessian="hvp")
+        cos = float(F.cosine_similarity(cf.flatten(1), hvp.flatten(1)))
+        print(f"CASO image {i}: closed_form {t_cf:.1f} s ({t_cf / t_sal:.0f}x Saliency), "
+              f"hvp {t_hvp:.1f} s ({t_hvp / t_sal:.0f}x), ratio {t_hvp / t_cf:.1f}, "
+              f"cosine {cos:.4f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
