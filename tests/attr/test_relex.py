@@ -49,11 +49,15 @@ def _reference_relex(
     lambda2: float = 1.0,
     lr: float = 0.1,
     momentum: float = 0.99,
+    average_from: float | None = None,
 ) -> torch.Tensor:
     """The authors' loop for one example: separate foreground/background forwards, autograd
-    through m, the reference loss, normalised gradient, torch.optim.SGD, clamp."""
+    through m, the reference loss, normalised gradient, torch.optim.SGD, clamp; with
+    ``average_from``, the plain mean of the masks after steps ``floor(average_from * n_iter)+1``
+    to ``n_iter`` (Polyak-Ruppert averaging)."""
     m = (torch.rand(x0.shape, generator=gen) * INIT_SCALE).unsqueeze(0).requires_grad_()
     opt = torch.optim.SGD([m], lr=lr, momentum=momentum)
+    iterates = []
     s = noise_scale * (x0.max() - x0.min())
     for _ in range(n_iter):
         xb = x0 + s * torch.randn((n_samples, *x0.shape), generator=gen)
@@ -66,7 +70,10 @@ def _reference_relex(
         opt.step()
         with torch.no_grad():
             m.clamp_(0, 1)
-    return m.detach()[0]
+        iterates.append(m.detach()[0].clone())
+    if average_from is None:
+        return iterates[-1]
+    return torch.stack(iterates[int(average_from * n_iter) :]).mean(0)
 
 
 def test_objective_and_gradient_match_hand_formula() -> None:
@@ -165,9 +172,14 @@ def test_matches_independent_reference_loop() -> None:
         ref = _reference_relex(model, x[i], target[i], _gens(7 + i)[0], n_samples=6, **kw)
         torch.testing.assert_close(ours[i], ref, rtol=0, atol=2e-4)
         ref = _reference_relex(
+            model, x[i], target[i], _gens(7 + i)[0], n_samples=6, momentum=0.9,
+            average_from=0.5, **kw,
+        )  # fmt: skip
+        torch.testing.assert_close(default[i], ref, rtol=0, atol=2e-4)
+        last = _reference_relex(
             model, x[i], target[i], _gens(7 + i)[0], n_samples=6, momentum=0.9, **kw
         )
-        torch.testing.assert_close(default[i], ref, rtol=0, atol=2e-4)
+        assert (default[i] - last).abs().max() > 5 * 2e-4  # the average is not the last step
     sup = RelEx(model).attribute(
         x[:1],
         target=1,
@@ -211,7 +223,9 @@ def test_larger_lambda1_gives_smaller_mask() -> None:
     x = _inputs(3)
     means = [
         RelEx(model)
-        .attribute(x, n_iter=15, n_samples=4, lambda1=lam, generator=_gens(1, 2, 3))
+        .attribute(  # the end of the descent of J, not an average along it
+            x, n_iter=15, n_samples=4, lambda1=lam, generator=_gens(1, 2, 3), average_from=None
+        )
         .mean()
         .item()
         for lam in (0.0, 0.03, 3.0)
@@ -447,3 +461,9 @@ def test_localises_objects_of_the_shapes_benchmark(shapes_model, shapes_batch) -
         share = (gray * obj).flatten(1).sum(1) / gray.flatten(1).sum(1)
         assert share.median() >= median_min, (lambda1, share, area)
         assert share.mean() >= ratio_min * area.mean(), (lambda1, share, area)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), "last", True])
+def test_bad_average_from_is_a_value_error_naming_it(bad: object) -> None:
+    with pytest.raises(ValueError, match="average_from"):
+        RelEx(_tiny_conv()).attribute(_inputs(1), n_iter=2, n_samples=2, average_from=bad)

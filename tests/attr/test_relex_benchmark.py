@@ -75,3 +75,30 @@ def test_default_baseline_removes_the_border_stripes_of_deleting_to_black(
     black = RelEx(model).attribute(images, target=labels, baselines=0.0)
     assert _line_peak(default, masks).mean() < _line_peak(black, masks).mean()
     assert _line_peak(default, masks).max() < _line_peak(black, masks).max()
+
+
+def test_averaging_the_second_half_makes_seeds_agree(shapes_model, shapes_32_correct) -> None:
+    """The steps have constant length, so the last mask keeps moving; the default mean of the
+    second half's masks is what two seeds agree on. Measured on 8 of these images: Spearman
+    0.70 (last step) against 0.86 (default)."""
+    from scipy.stats import spearmanr
+
+    images, labels = (t[:8] for t in shapes_32_correct[:2])
+    model = shapes_model.model.eval()
+
+    def agreement(average_from: float | None) -> float:
+        a, b = (
+            RelEx(model)
+            .attribute(
+                images, labels, average_from=average_from,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            .mean(1)
+            for seed in (0, 1)
+        )  # fmt: skip
+        rho = [spearmanr(u.flatten(), v.flatten())[0] for u, v in zip(a, b)]
+        return float(torch.tensor(rho).median())
+
+    last, averaged = agreement(None), agreement(0.5)
+    assert averaged > last + 0.05
+    assert averaged > 0.8

@@ -42,11 +42,20 @@ from captum_ext.attr._utils.map_checks import warn_if_degenerate
 #: to 3.4x its area, and lowers the mass in the outer 2-pixel frame from 0.50x to 0.44x its area
 #: share (momentum 0.99 keeps integrating the small, consistent gradient of the model's
 #: zero-padding frame into lines along the border).
+#: ``average_from``: the default averages the masks of the second half of the steps (Polyak-
+#: Ruppert averaging), which raises the seed-to-seed Spearman correlation on that benchmark (8
+#: images, 50 steps) from 0.70 to 0.86 at the same cost; the papers' presets return the last step.
 PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"n_samples": 16, "lr": 0.1, "momentum": 0.9, "baselines": "mean"},
-    "code": {"n_samples": 50, "lr": 0.1, "momentum": 0.99, "baselines": 0.0},
-    "supplementary": {"n_samples": 100, "lr": 1e-3, "momentum": 0.0, "baselines": 0.0},
-}
+    "default": {
+        "n_samples": 16, "lr": 0.1, "momentum": 0.9, "baselines": "mean", "average_from": 0.5,
+    },
+    "code": {
+        "n_samples": 50, "lr": 0.1, "momentum": 0.99, "baselines": 0.0, "average_from": None,
+    },
+    "supplementary": {
+        "n_samples": 100, "lr": 1e-3, "momentum": 0.0, "baselines": 0.0, "average_from": None,
+    },
+}  # fmt: skip
 
 #: Upper end of the uniform initialisation of the mask, U[0, INIT_SCALE).
 INIT_SCALE = 0.01
@@ -95,6 +104,7 @@ class RelExSettings:
     samples_per_eval: int
     channels_last: bool
     temperature: Union[str, float, None]
+    average_from: float | None
 
 
 class RelEx(NoAttributeFuture, GradientAttribution):
@@ -114,6 +124,18 @@ class RelEx(NoAttributeFuture, GradientAttribution):
     to unit L2 norm over all mask entries of the example (all input tensors together; a zero
     gradient stays zero), takes an SGD step with momentum (PyTorch semantics, dampening 0) and
     clamps m to [0, 1]. The mask starts from U[0, 0.01).
+
+    The steps have a constant length (a normalised gradient times ``lr``), so the mask never
+    settles: it keeps moving around, and away from, where it went first. Measured on the
+    benchmark's ``small_cnn`` (8 correctly classified images, two seeds), the last step's masks
+    agree with a Spearman correlation of 0.70 after 50 steps and no better when run longer,
+    while the masks of one seed after 50 and 200 steps agree at 0.60. By default the result is
+    therefore the mean of the masks of the second half of the steps (``average_from=0.5``,
+    Polyak-Ruppert averaging): 0.86 between seeds at the same cost, pointing game 0.875 for
+    both seeds (0.75 and 0.875 for the last step). Averaging does not make longer runs
+    converge: averaged over steps 100-200 (200-400) the seeds agree at 0.74 (0.69), since the
+    masks keep drifting apart; 50 steps is where the default stops. ``average_from=None``
+    returns the last step, as the authors' code does (``preset="code"``).
 
     The default preset (16 copies, lr 0.1, momentum 0.9, 50 steps) was chosen on a trained CNN
     for stability across seeds, localisation and cost (see :data:`PRESETS`); ``preset="code"``
@@ -196,6 +218,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         samples_per_eval: int | None = None,
         channels_last: bool = False,
         temperature: Union[str, float, None] = None,
+        average_from: float | None | str = "preset",
         generator: GeneratorArg = None,
         show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric:
@@ -251,6 +274,11 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 logits are scaled up (see the class docstring for what it changes); an
                 unconfident example keeps the raw softmax. A number: that temperature for every
                 example.
+            average_from: Return the mean of the masks after each step from this fraction of
+                ``n_iter`` on (a float in [0, 1): steps ``floor(average_from * n_iter) + 1``
+                to ``n_iter``), or the last step's mask (``None``). ``"preset"``: the preset's
+                value (0.5 for "default"; None for "code" and "supplementary"). See the class
+                docstring for why.
             generator: A ``torch.Generator`` whose stream all examples share (common random
                 numbers; it is advanced by the call). Or a sequence of N generators, one per
                 example, used directly. None: a fresh generator seeded with
@@ -278,6 +306,9 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         momentum = knobs["momentum"] if momentum is None else momentum
         bases = _baselines(knobs["baselines"] if baselines is None else baselines, inputs_t)
         _check_knobs(n_iter, n_samples, noise_scale, lambda1, lambda2, lr, momentum)
+        resolved = knobs["average_from"] if average_from == "preset" else average_from
+        _check_average_from(resolved)
+        avg_from: float | None = None if resolved is None else float(resolved)
         _check_temperature(temperature)
         num = inputs_t[0].shape[0]
         rows = num * 2 * n_samples
@@ -292,7 +323,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             n_iter=n_iter, n_samples=n_samples, noise_scale=noise_scale, lambda1=lambda1,
             lambda2=lambda2, lr=lr, momentum=momentum, reference_numerics=reference_numerics,
             samples_per_eval=samples_per_eval, channels_last=channels_last,
-            temperature=temperature,
+            temperature=temperature, average_from=avg_from,
         )  # fmt: skip
         n_chunks = -(-rows // samples_per_eval)
         bar = (
@@ -338,7 +369,11 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         )
         masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
         buf: tuple[Tensor, ...] | None = None
-        for _ in range(cfg.n_iter):
+        first_averaged = (
+            cfg.n_iter if cfg.average_from is None else int(cfg.average_from * cfg.n_iter)
+        )
+        mean: tuple[Tensor, ...] | None = None
+        for step in range(cfg.n_iter):
             # noisy copies minus the baseline: the model sees b + m * (x_i - b) and its complement
             shifted = tuple(
                 (x - b).unsqueeze(1)
@@ -367,7 +402,14 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             else:
                 buf = tuple(cfg.momentum * b + g for b, g in zip(buf, grads))
             masks = tuple((m - cfg.lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
-        return masks
+            if step >= first_averaged:  # running mean of the masks after these steps
+                k = step - first_averaged + 1
+                mean = (
+                    tuple(m.clone() for m in masks)
+                    if mean is None
+                    else tuple(a.add_(m - a, alpha=1.0 / k) for a, m in zip(mean, masks))
+                )
+        return masks if mean is None else mean
 
 
 def relex_objective(
@@ -648,6 +690,13 @@ def _temperatures(
     own = z.gather(1, classes.view(-1, 1)).squeeze(1)
     runner_up = z.scatter(1, classes.view(-1, 1), float("-inf")).amax(1)
     return ((own - runner_up).abs() / AUTO_LOG_ODDS).clamp_min(1.0)
+
+
+def _check_average_from(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"average_from must be None, 'preset' or a float in [0, 1), got {value!r}")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
