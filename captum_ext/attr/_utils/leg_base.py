@@ -139,8 +139,23 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
     # ------------------------------------------------------------------ validation
     @staticmethod
     def _check_common(inputs: tuple[Tensor, ...], cfg: LEGSettings) -> list[tuple[int, int]]:
-        n_samples, sigma, grid, estimator = cfg.n_samples, cfg.sigma, cfg.grid, cfg.estimator
-        covariance, boundary, antithetic = cfg.covariance, cfg.boundary, cfg.antithetic
+        """Validate the inputs and every knob (before any model pass); the grid per tensor."""
+        _LEGBase._check_inputs(inputs)
+        _LEGBase._check_knobs(cfg)
+        grids = _resolve_grids(cfg.grid, inputs, cfg.n_samples, cfg.channels)
+        if cfg.estimator == "ols":
+            k = _n_coefficients(inputs, grids, cfg.channels)
+            if cfg.n_samples < k + 2:
+                raise ValueError(
+                    f"estimator='ols' needs n_samples >= {k + 2} (one intercept and {k} "
+                    f"coefficients: grid cells, times channels when channels='independent'), "
+                    f"got n_samples={cfg.n_samples}; raise n_samples, pass a coarser grid, or "
+                    f"use estimator='moment' (Eq. 3)"
+                )
+        return grids
+
+    @staticmethod
+    def _check_inputs(inputs: tuple[Tensor, ...]) -> None:
         for i, x in enumerate(inputs):
             if not isinstance(x, Tensor):
                 raise TypeError(f"inputs[{i}] must be a Tensor, got {type(x).__name__}")
@@ -162,6 +177,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                 )
             if not torch.isfinite(x).all():
                 raise ValueError(f"inputs[{i}] contains non-finite values")
+
+    @staticmethod
+    def _check_knobs(cfg: LEGSettings) -> None:
+        n_samples, sigma, estimator = cfg.n_samples, cfg.sigma, cfg.estimator
+        covariance, boundary, antithetic = cfg.covariance, cfg.boundary, cfg.antithetic
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
             raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
         if antithetic and n_samples % 2:
@@ -191,17 +211,6 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             raise TypeError(
                 f"generator must be None or a torch.Generator, got {type(generator).__name__}"
             )
-        grids = _resolve_grids(grid, inputs, n_samples, cfg.channels)
-        if estimator == "ols":
-            k = _n_coefficients(inputs, grids, cfg.channels)
-            if n_samples < k + 2:
-                raise ValueError(
-                    f"estimator='ols' needs n_samples >= {k + 2} (one intercept and {k} "
-                    f"coefficients: grid cells, times channels when channels='independent'), "
-                    f"got n_samples={n_samples}; raise n_samples, pass a coarser grid, or use "
-                    f"estimator='moment' (Eq. 3)"
-                )
-        return grids
 
     # ------------------------------------------------------------------ sampling
     def _statistics(
@@ -218,14 +227,30 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         ``sigma`` times its value range, so one set of draws serves the whole batch (common
         random numbers: an example's result does not depend on the rest of the batch).
         """
-        n_samples, sigma, antithetic = cfg.n_samples, cfg.sigma, cfg.antithetic
-        covariance, boundary, perturbations_per_eval = (
-            cfg.covariance, cfg.boundary, cfg.perturbations_per_eval
+        scales = [cfg.sigma * _value_range(x) for x in inputs]
+        _warn_scale(cfg.sigma, cfg.covariance, grids)
+        ytilde, draws, f0 = self._evaluate(
+            inputs, target, _format_additional_forward_args(additional_forward_args), cfg, grids,
+            scales,
         )  # fmt: skip
-        args = _format_additional_forward_args(additional_forward_args)
-        n_ex = inputs[0].shape[0]
-        scales = [sigma * _value_range(x) for x in inputs]
-        _warn_scale(sigma, covariance, grids)
+        _warn_no_signal(ytilde, f0, self.get_name())
+        return _fit(inputs, ytilde, draws, cfg, grids, scales)
+
+    def _evaluate(
+        self,
+        inputs: tuple[Tensor, ...],
+        target: TargetType,
+        args: Any,
+        cfg: LEGSettings,
+        grids: list[tuple[int, int]],
+        scales: list[Tensor],
+    ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Evaluate the model on the draws, ``perturbations_per_eval`` draws per pass.
+
+        Returns ``f(x0 + z) - f(x0)`` ``(n, N)``, the unit draws per tensor ``(n, C' p1 p2)``
+        and ``f(x0)``.
+        """
+        n_samples, n_ex = cfg.n_samples, inputs[0].shape[0]
         generator = cfg.generator
         if generator is None:
             # fresh, independent draws per call; the global RNG is not used
@@ -233,11 +258,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             generator.seed()
         gdev = generator.device
         # one seed per independent draw, so results do not depend on perturbations_per_eval
-        n_draws = n_samples // 2 if antithetic else n_samples
+        n_draws = n_samples // 2 if cfg.antithetic else n_samples
         seeds = torch.randint(0, 2**62, (n_draws,), generator=generator, device=gdev).tolist()
-        n_chunks = math.ceil(n_samples / perturbations_per_eval)
+        step = cfg.perturbations_per_eval
         bar = (
-            progress(desc=f"{self.get_name()} attribution", total=n_chunks + 1)
+            progress(desc=f"{self.get_name()} attribution", total=math.ceil(n_samples / step) + 1)
             if cfg.show_progress
             else NullProgress()
         )
@@ -246,19 +271,9 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         with bar:
             f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)", check=True)
             bar.update()
-            for start in range(0, n_samples, perturbations_per_eval):
-                k = min(perturbations_per_eval, n_samples - start)
-                zs = self._draws(
-                    range(start, start + k),
-                    seeds,
-                    antithetic,
-                    inputs,
-                    grids,
-                    covariance,
-                    boundary,
-                    gdev,
-                    cfg.channels,
-                )
+            for start in range(0, n_samples, step):
+                k = min(step, n_samples - start)
+                zs = self._draws(range(start, start + k), seeds, inputs, grids, gdev, cfg)
                 perturbed = tuple(
                     (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
                     for x, z, s in zip(inputs, zs, scales)
@@ -276,37 +291,16 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                 bar.update()
         ytilde = torch.cat(outputs)  # (n, N)
         draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
-        _warn_no_signal(ytilde, f0, self.get_name())
-        shapes = [(*_coefficient_channels(x, cfg.channels), *g) for x, g in zip(inputs, grids)]
-        if cfg.estimator == "ols":
-            units, r2 = _least_squares(draws, ytilde)
-        else:
-            units = [
-                _inverse_unit_covariance(
-                    (ytilde.T @ z / n_samples).reshape(n_ex, *shape), covariance, boundary
-                ).flatten(1)
-                for z, shape in zip(draws, shapes)
-            ]
-            r2 = torch.full((n_ex,), float("nan"), dtype=torch.float64)
-        gammas, ybars = [], []
-        for u, shape, s in zip(units, shapes, scales):
-            unit = u.reshape(n_ex, *shape)
-            view = s.to(unit.device).reshape(n_ex, *([1] * len(shape)))
-            gammas.append(unit / view)
-            ybars.append(_unit_covariance_apply(unit, covariance, boundary) * view)
-        return LEGStatistics(ybars, gammas, [s.double() for s in scales], r2)
+        return ytilde, draws, f0
 
     @staticmethod
     def _draws(
         indices: range,
         seeds: list[int],
-        antithetic: bool,
         inputs: tuple[Tensor, ...],
         grids: list[tuple[int, int]],
-        covariance: Covariance,
-        boundary: Boundary,
         gdev: torch.device,
-        channels: Channels = "shared",
+        cfg: LEGSettings,
     ) -> list[Tensor]:
         """Unit-scale draws ``indices``: per input tensor, ``(k, C', p1, p2)`` float64.
 
@@ -316,11 +310,12 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         (common random numbers), so an example's attribution does not depend on the rest of
         the batch.
         """
+        antithetic, covariance, boundary = cfg.antithetic, cfg.covariance, cfg.boundary
         out: list[list[Tensor]] = [[] for _ in inputs]
         for i in indices:
             gen = torch.Generator(device=gdev).manual_seed(seeds[i // 2 if antithetic else i])
             for t, (x, grid) in enumerate(zip(inputs, grids)):
-                rows = _coefficient_rows(x, channels)
+                rows = _coefficient_rows(x, cfg.channels)
                 if covariance == "tv":
                     z = sample_tv_perturbations(
                         rows, grid, 1.0, boundary=boundary, generator=gen, dtype=torch.float64
@@ -419,6 +414,41 @@ def _to_input(z: Tensor, x: Tensor, scale: Tensor, channels: Channels = "shared"
         k, 1, *_coefficient_channels(x, channels), *x.shape[-2:]
     )
     return up * scale.to(device=x.device, dtype=x.dtype).reshape(1, n, *([1] * (x.dim() - 1)))
+
+
+def _fit(
+    inputs: tuple[Tensor, ...],
+    ytilde: Tensor,
+    draws: list[Tensor],
+    cfg: LEGSettings,
+    grids: list[tuple[int, int]],
+    scales: list[Tensor],
+) -> LEGStatistics:
+    """Fit ``cfg.estimator`` to the evaluations.
+
+    Unit-scale slopes per tensor, rescaled to ``gamma`` (divided by each example's scale) and
+    ``Y bar`` (the unit covariance applied, times the scale).
+    """
+    n_ex = inputs[0].shape[0]
+    covariance, boundary = cfg.covariance, cfg.boundary
+    shapes = [(*_coefficient_channels(x, cfg.channels), *g) for x, g in zip(inputs, grids)]
+    if cfg.estimator == "ols":
+        units, r2 = _least_squares(draws, ytilde)
+    else:
+        units = [
+            _inverse_unit_covariance(
+                (ytilde.T @ z / cfg.n_samples).reshape(n_ex, *shape), covariance, boundary
+            ).flatten(1)
+            for z, shape in zip(draws, shapes)
+        ]
+        r2 = torch.full((n_ex,), float("nan"), dtype=torch.float64)
+    gammas, ybars = [], []
+    for u, shape, s in zip(units, shapes, scales):
+        unit = u.reshape(n_ex, *shape)
+        view = s.to(unit.device).reshape(n_ex, *([1] * len(shape)))
+        gammas.append(unit / view)
+        ybars.append(_unit_covariance_apply(unit, covariance, boundary) * view)
+    return LEGStatistics(ybars, gammas, [s.double() for s in scales], r2)
 
 
 def _least_squares(draws: list[Tensor], ytilde: Tensor) -> tuple[list[Tensor], Tensor]:
