@@ -99,10 +99,12 @@ def test_truncation_error_obeys_the_stated_bound_and_shrinks_with_tol():
     for tol in (1e-2, 1e-4, 1e-6):
         op = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=tol)
         err = torch.linalg.matrix_norm(op.dense() - h_full, ord=2)
-        bound = mags[:, op.rank] * j_norm2  # the largest dropped eigenvalue
-        assert bool((err <= bound * (1 + 1e-9) + 1e-12).all())
-        # the rule: every dropped eigenvalue is at most tol of the largest
-        assert bool((mags[:, op.rank] <= tol * mags[:, 0] * (1 + 1e-9)).all())
+        # each row keeps the eigenvalues above tol times its largest; the bound is its largest
+        # dropped one times ||J||^2
+        keep = (mags > tol * mags[:, :1]).sum(1)
+        dropped = torch.cat([mags, torch.zeros_like(mags[:, :1])], 1).gather(1, keep[:, None])
+        assert bool((err <= dropped[:, 0] * j_norm2 * (1 + 1e-9) + 1e-12).all())
+        assert op.rank == int(keep.max())
         assert torch.allclose(op.gradient(), full.gradient(), atol=1e-12)
         errors.append(float((err / torch.linalg.matrix_norm(h_full, ord=2)).max()))
         assert op.rank < CLASSES // 2  # the point: far fewer passes than classes
@@ -164,3 +166,18 @@ def test_bad_hessian_tol_is_a_value_error_naming_it(tol):
     model, x = tiny_relu(), tiny_batch(2)
     with pytest.raises(ValueError, match="hessian_tol"):
         CASO(model).attribute(x, hessian="closed_form", hessian_tol=tol)
+
+
+def test_truncation_is_per_base_point_so_chunking_does_not_change_the_operator():
+    model = many_class_relu()
+    x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    t = model(x).argmax(1)
+    whole = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=1e-3)
+    single = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=1e-3, max_rows=1)
+    assert torch.allclose(whole.dense(), single.dense(), atol=1e-12)
+    assert torch.allclose(whole.gradient(), single.gradient(), atol=1e-12)
+    # the rows need different numbers of directions: the batch computes the most any needs
+    counts = [ClosedFormHessian(rows(model), ce, x[i : i + 1, None], t[i : i + 1], tol=1e-3).rank
+              for i in range(4)]  # fmt: skip
+    assert len(set(counts)) > 1
+    assert whole.rank == max(counts)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 #: ``row_logits(x_rows, example_index) -> logits``: ``x_rows`` is ``(R, d)`` flattened inputs,
@@ -223,13 +224,14 @@ class ClosedFormHessian(_Base):
     base point, ``N * n * C * d`` numbers): 1,000 backward passes for an ImageNet classifier.
     With ``tol`` the operator is built in ``A``'s eigenbasis instead: ``A = V diag(l) V^T`` gives
     ``H = sum_r l_r (J^T v_r)(J^T v_r)^T``, and only the directions with ``|l_r| > tol *
-    max |l|`` are kept (per base point; the largest count over the batch is used). The dropped
-    part is ``J^T M J`` with ``||M||_2 <= tol ||A||_2``, so ``||H - H_k||_2 <= tol ||A||_2
-    ||J||_2^2``. Each kept direction costs one vector-Jacobian product ``J^T v_r``, and the
+    max |l|`` are kept, per base point (a chunk of rows computes as many products as its most
+    demanding row needs, with zero weight on the rest, so chunking does not change ``H``). The
+    dropped part is ``J^T M J`` with ``||M||_2 <= tol ||A||_2``, so ``||H - H_k||_2 <= tol
+    ||A||_2 ||J||_2^2``. Each kept direction costs one vector-Jacobian product ``J^T v_r``, and the
     gradient one more. For the cross-entropy of a trained classifier ``A``'s spectrum follows
     the softmax of the competing classes: a few large eigenvalues and a plateau of tiny ones
     (the classes the example is nothing like), which is dropped. A loss linear in the logits
-    (``A = 0``) keeps no direction: ``H = 0`` exactly. :attr:`rank` holds the number kept.
+    (``A = 0``) keeps no direction: ``H = 0`` exactly. :attr:`rank` holds the most kept by a chunk.
 
     Args:
         row_logits: See :data:`RowLogits`.
@@ -258,18 +260,20 @@ class ClosedFormHessian(_Base):
         self.tol = tol
         x_all, ex_all = self._rows(1)
         w_all = self._row_weights(1)
-        parts = [
-            self._logit_problem(x_all[s:e], ex_all[s:e], None if w_all is None else w_all[s:e])
-            for s, e in _chunks(x_all.shape[0], max_rows)
-        ]
-        #: Basis vectors kept per row (``C`` classes, or the kept eigenpairs of ``A``).
-        self.rank = max(int(p[3].shape[2]) for p in parts)
         jac, hess, grads = [], [], []
-        for x, logits, gz, basis, a in parts:
-            j, g = self._products(x, logits, gz, basis[:, :, : self.rank])
+        # chunk by chunk, so that one chunk's graph is alive at a time (``max_rows``)
+        for s, e in _chunks(x_all.shape[0], max_rows):
+            w = None if w_all is None else w_all[s:e]
+            x, logits, gz, basis, a = self._logit_problem(x_all[s:e], ex_all[s:e], w)
+            j, g = self._products(x, logits, gz, basis)
             jac.append(j)
-            hess.append(a[:, : self.rank, : self.rank])
+            hess.append(a)
             grads.append(g)
+        #: Basis vectors kept (``C`` classes, or the most eigenpairs of ``A`` kept by a chunk).
+        self.rank = max(int(j.shape[1]) for j in jac)
+        # chunks that kept fewer directions get zero ones (zero J^T v and eigenvalue: exact)
+        jac = [F.pad(j, (0, 0, 0, self.rank - j.shape[1])) for j in jac]
+        hess = [F.pad(a, (0, self.rank - a.shape[2], 0, self.rank - a.shape[1])) for a in hess]
         n, c, d = self.n_examples, self.n_copies, self.dim
         self.n_classes = self.rank
         #: ``(N, n*k, d)``: ``J^T`` applied to each base point's ``k`` basis vectors.
@@ -299,9 +303,11 @@ class ClosedFormHessian(_Base):
         vec = vec.gather(2, order[:, None, :].expand_as(vec))
         # keep every direction whose |l_r| exceeds tol * max |l| (sorted: a prefix)
         mags = lam.abs()
-        keep = int((mags > self.tol * mags[:, :1]).sum(1).max())
+        kept = mags > self.tol * mags[:, :1]  # per row, so chunking does not change the result
+        keep = int(kept.sum(1).max())
+        lam = torch.where(kept, lam, torch.zeros_like(lam))[:, :keep]
         basis = vec[:, :, :keep].to(logits.dtype)
-        return x, logits, gz, basis, torch.diag_embed(lam[:, :keep]).to(logits.dtype)
+        return x, logits, gz, basis, torch.diag_embed(lam).to(logits.dtype)
 
     def _logit_derivatives(
         self, logits: Tensor, ex: Tensor, w: Tensor | None
