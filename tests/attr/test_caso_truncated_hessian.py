@@ -11,11 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from small_nets import tiny_batch, tiny_relu
+from test_caso import ce, exact_grad_hess, row_logits
 from torch import nn
 
 from captum_ext.attr import CASO
 from captum_ext.attr._utils.context_aware import _scaled_cross_entropy
 from captum_ext.attr._utils.hvp import ClosedFormHessian
+from captum_ext.benchmark import saturated
 
 D_IN, CLASSES = 6, 200
 
@@ -34,61 +36,22 @@ def many_class_relu(seed: int = 0, scale: float = 80.0) -> nn.Module:
     return net.eval()
 
 
-class Times(nn.Module):
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.factor * z
-
-
-def rows(model):
-    return lambda r, ex: model(r)
-
-
-def ce(z, t):
-    return F.cross_entropy(z, t, reduction="none")
-
-
-def exact_hessians(model, x, t):
-    return torch.stack(
-        [
-            torch.autograd.functional.hessian(
-                lambda z, ti=ti: F.cross_entropy(model(z[None]), ti[None]), xi
-            )
-            for xi, ti in zip(x, t)
-        ]
-    )
-
-
-def exact_grads(model, x, t):
-    return torch.stack(
-        [
-            torch.autograd.functional.jacobian(
-                lambda z, ti=ti: F.cross_entropy(model(z[None]), ti[None]), xi
-            )
-            for xi, ti in zip(x, t)
-        ]
-    )
-
-
 def test_zero_tol_keeps_the_whole_spectrum_and_equals_the_exact_hessian():
     model, x = tiny_relu(), tiny_batch()
     t = model(x).argmax(1)
-    h = exact_hessians(model, x, t)
-    op = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=0.0)
+    g, h = exact_grad_hess(model, x, t)
+    op = ClosedFormHessian(row_logits(model), ce, x[:, None], t, tol=0.0)
     assert torch.allclose(op.dense(), h, atol=1e-12)
-    assert torch.allclose(op.gradient(), exact_grads(model, x, t), atol=1e-12)
+    assert torch.allclose(op.gradient(), g, atol=1e-12)
 
 
 def test_truncation_error_obeys_the_stated_bound_and_shrinks_with_tol():
     model = many_class_relu()
     x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     t = model(x).argmax(1)
-    full = ClosedFormHessian(rows(model), ce, x[:, None], t)
+    full = ClosedFormHessian(row_logits(model), ce, x[:, None], t)
     h_full = full.dense()
-    assert torch.allclose(h_full, exact_hessians(model, x, t), atol=1e-10)
+    assert torch.allclose(h_full, exact_grad_hess(model, x, t)[1], atol=1e-10)
     jac = torch.stack(
         [torch.autograd.functional.jacobian(lambda z: model(z[None])[0], xi) for xi in x]
     )
@@ -97,7 +60,7 @@ def test_truncation_error_obeys_the_stated_bound_and_shrinks_with_tol():
     mags = torch.linalg.eigvalsh(a).abs().sort(1, descending=True).values
     errors = []
     for tol in (1e-2, 1e-4, 1e-6):
-        op = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=tol)
+        op = ClosedFormHessian(row_logits(model), ce, x[:, None], t, tol=tol)
         err = torch.linalg.matrix_norm(op.dense() - h_full, ord=2)
         # each row keeps the eigenvalues above tol times its largest; the bound is its largest
         # dropped one times ||J||^2
@@ -115,7 +78,7 @@ def test_a_loss_linear_in_the_logits_needs_no_direction():
     model, x = many_class_relu(), tiny_batch(3)[:, :D_IN]
     t = torch.tensor([0, 5, 7])
     op = ClosedFormHessian(
-        rows(model), lambda z, tt: z.gather(1, tt[:, None])[:, 0], x[:, None], t, tol=1e-4
+        row_logits(model), lambda z, tt: z.gather(1, tt[:, None])[:, 0], x[:, None], t, tol=1e-4
     )
     assert op.rank == 0
     assert bool((op.dense() == 0).all())
@@ -134,10 +97,10 @@ def test_saturated_rescaled_loss_is_truncated_like_the_plain_one():
     base = many_class_relu()
     x = torch.randn(32, D_IN, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     x = x[base(x).softmax(1).amax(1) > 0.9][:3]
-    model = nn.Sequential(base, Times(20.0))  # the benchmark's saturated wrapper
+    model = saturated(base)  # logits x 20
     t = model(x).argmax(1)
-    full = ClosedFormHessian(rows(model), _scaled_cross_entropy, x[:, None], t)
-    op = ClosedFormHessian(rows(model), _scaled_cross_entropy, x[:, None], t, tol=1e-4)
+    full = ClosedFormHessian(row_logits(model), _scaled_cross_entropy, x[:, None], t)
+    op = ClosedFormHessian(row_logits(model), _scaled_cross_entropy, x[:, None], t, tol=1e-4)
     rel = torch.linalg.matrix_norm(op.dense() - full.dense(), ord=2) / torch.linalg.matrix_norm(
         full.dense(), ord=2
     )
@@ -172,12 +135,15 @@ def test_truncation_is_per_base_point_so_chunking_does_not_change_the_operator()
     model = many_class_relu()
     x = torch.randn(4, D_IN, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     t = model(x).argmax(1)
-    whole = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=1e-3)
-    single = ClosedFormHessian(rows(model), ce, x[:, None], t, tol=1e-3, max_rows=1)
+    whole = ClosedFormHessian(row_logits(model), ce, x[:, None], t, tol=1e-3)
+    single = ClosedFormHessian(row_logits(model), ce, x[:, None], t, tol=1e-3, max_rows=1)
     assert torch.allclose(whole.dense(), single.dense(), atol=1e-12)
     assert torch.allclose(whole.gradient(), single.gradient(), atol=1e-12)
     # the rows need different numbers of directions: the batch computes the most any needs
-    counts = [ClosedFormHessian(rows(model), ce, x[i : i + 1, None], t[i : i + 1], tol=1e-3).rank
-              for i in range(4)]  # fmt: skip
+    one = [x[i : i + 1, None] for i in range(4)]
+    counts = [
+        ClosedFormHessian(row_logits(model), ce, xi, t[i : i + 1], tol=1e-3).rank
+        for i, xi in enumerate(one)
+    ]
     assert len(set(counts)) > 1
     assert whole.rank == max(counts)

@@ -22,7 +22,7 @@ from captum_ext.attr._utils.context_aware import (
     normalise_gradient,
 )
 from captum_ext.attr._utils.fista import fista, power_iteration, soft_threshold
-from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian
+from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian, check_hessian_tol
 
 __all__ = ["CAFO", "CASO"]
 
@@ -380,11 +380,7 @@ class CASO(ContextAware):
             raise ValueError(f"backtrack must be a float in (0, 1), got {options['backtrack']!r}")
         if options["hessian"] not in ("hvp", "closed_form"):
             raise ValueError(f"hessian must be 'hvp' or 'closed_form', got {options['hessian']!r}")
-        tol = options["hessian_tol"]
-        if tol is not None and (
-            isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
-        ):
-            raise ValueError(f"hessian_tol must be None or a float in [0, 1), got {tol!r}")
+        check_hessian_tol(options["hessian_tol"])
         if options["step"] not in ("backtrack", "fixed"):
             raise ValueError(f"step must be 'backtrack' or 'fixed', got {options['step']!r}")
 

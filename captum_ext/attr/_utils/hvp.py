@@ -47,6 +47,14 @@ def check_logits(logits: Tensor, rows: int) -> None:
         raise ValueError("forward_func returned non-finite logits (NaN or inf)")
 
 
+def check_hessian_tol(tol: object) -> None:
+    """Raise ValueError unless ``tol`` is None or a float in ``[0, 1)`` (not a bool)."""
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1
+    ):
+        raise ValueError(f"hessian_tol must be None or a float in [0, 1), got {tol!r}")
+
+
 def _check_loss(loss: Tensor, rows: int) -> None:
     if not isinstance(loss, Tensor) or loss.shape != (rows,):
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
@@ -255,8 +263,7 @@ class ClosedFormHessian(_Base):
         tol: float | None = None,
     ) -> None:
         super().__init__(row_logits, loss_fn, xs, target, max_rows, weights)
-        if tol is not None and not (isinstance(tol, (int, float)) and 0 <= tol < 1):
-            raise ValueError(f"hessian_tol must be None or a float in [0, 1), got {tol!r}")
+        check_hessian_tol(tol)
         self.tol = tol
         x_all, ex_all = self._rows(1)
         w_all = self._row_weights(1)
@@ -275,7 +282,6 @@ class ClosedFormHessian(_Base):
         jac = [F.pad(j, (0, 0, 0, self.rank - j.shape[1])) for j in jac]
         hess = [F.pad(a, (0, self.rank - a.shape[2], 0, self.rank - a.shape[1])) for a in hess]
         n, c, d = self.n_examples, self.n_copies, self.dim
-        self.n_classes = self.rank
         #: ``(N, n*k, d)``: ``J^T`` applied to each base point's ``k`` basis vectors.
         self.jacobian = torch.cat(jac).reshape(n, c * self.rank, d)
         #: ``(N, n, k, k)`` loss Hessians in the logits, in that basis.
@@ -371,7 +377,7 @@ class ClosedFormHessian(_Base):
     def __call__(self, v: Tensor) -> Tensor:
         """``(N, K, d)`` products of each example's averaged Hessian with its ``K`` vectors."""
         n, kc, d = v.shape
-        c, k = self.n_copies, self.n_classes
+        c, k = self.n_copies, self.rank
         u = torch.bmm(self.jacobian, v.transpose(1, 2))  # (N, n*C, K)
         w = torch.matmul(self.logit_hessian, u.reshape(n, c, k, kc))  # (N, n, C, K)
         out = torch.bmm(self.jacobian.transpose(1, 2), w.reshape(n, c * k, kc))  # (N, d, K)
