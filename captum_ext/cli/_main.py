@@ -82,7 +82,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=PRESETS[0],
         choices=PRESETS,
-        help="fast: sized for 224x224 on a CPU; paper: the papers' settings",
+        help="fast: sized for 224x224 on a CPU (the defaults on images of 64x64 pixels or "
+        "fewer); paper: the papers' settings",
     )
     rep.add_argument(
         "--n-images",
