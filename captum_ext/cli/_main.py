@@ -2,13 +2,15 @@
 
 ``captum-ext calibrate --out FILE`` fits a ParameterSaliency calibration, also under ``torchrun``
 (see :mod:`captum_ext.cli.calibrate`); ``captum-ext attribute --method NAME --out DIR`` runs one
-method over a benchmark split into resumable shards (:mod:`captum_ext.cli.attribute`).
+method over a benchmark split into resumable shards (:mod:`captum_ext.cli.attribute`);
+``captum-ext claims --out DIR`` runs each paper's claim experiment (:mod:`captum_ext.cli.claims`).
 
 ``captum-ext report --out DIR`` explains images with every method of the report and writes
 ``DIR/index.html``, ``DIR/results.json`` and the figures they show: the user's model and images
 (``--model torchvision:resnet18 --weights w.pt --images imgs/ [--labels l.csv --masks m/]``), or,
 without ``--images``, a model of the embedded benchmark (trained once and cached) on a few of
-its test images, some of them misclassified.
+its test images, some of them misclassified. ``--claims DIR`` adds the table written by
+``captum-ext claims --out DIR``.
 
 Bad arguments end with a one-line ``captum-ext: error: ...`` on stderr and exit status 2.
 """
@@ -28,6 +30,8 @@ from captum_ext.cli.attribute import add_parser as add_attribute_parser
 from captum_ext.cli.attribute import run as run_attribute
 from captum_ext.cli.calibrate import add_parser as add_calibrate_parser
 from captum_ext.cli.calibrate import run as run_calibrate
+from captum_ext.cli.claims import add_parser as add_claims_parser
+from captum_ext.cli.claims import run as run_claims
 from captum_ext.cli.launch import check_out_folder
 from captum_ext.report.method_spec import PRESETS
 
@@ -93,9 +97,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--seed", type=int, default=0, help="seed of the randomised methods")
     rep.add_argument("--quick", action="store_true", help="lighter settings for tests and demos")
+    rep.add_argument(
+        "--claims",
+        type=Path,
+        default=None,
+        help="a folder written by 'captum-ext claims': adds its table to the report",
+    )
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_calibrate_parser(sub)
     add_attribute_parser(sub)
+    add_claims_parser(sub)
     return parser
 
 
@@ -163,6 +174,13 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
             "pkg.module:factory or an existing TorchScript / torch.export file"
         )
     check_out_folder(args.out, UsageError)
+    if args.claims is not None:
+        from captum_ext.claims.results import load_results
+
+        try:
+            load_results(args.claims)
+        except ValueError as err:
+            raise UsageError(f"--claims: {err}") from None
 
     from captum_ext.report.runner import build_report_data
     from captum_ext.report.writer import write_report
@@ -182,6 +200,7 @@ def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         show_progress=not args.no_progress,
         log=log,
     )
+    data.claims_dir = args.claims
     command = shlex.join(["captum-ext", *argv])
     page = write_report(
         data, args.out, command=command, show_progress=not args.no_progress, log=log
@@ -201,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_calibrate(args, UsageError)
         if args.command == "attribute":
             return run_attribute(args, UsageError)
+        if args.command == "claims":
+            return run_claims(args, UsageError)
         return _report(args, sys.argv[1:] if argv is None else list(argv))
     except UsageError as err:
         print(f"captum-ext: error: {err}", file=sys.stderr)

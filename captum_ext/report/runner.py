@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -113,6 +114,8 @@ class ReportData:
     quick: bool = False
     seed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: A folder written by ``captum-ext claims``: its table becomes a report section.
+    claims_dir: Path | None = None
 
     @property
     def images(self) -> torch.Tensor:

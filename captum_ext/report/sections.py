@@ -15,8 +15,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from captum_ext._io import atomic_write_bytes
 from captum_ext.benchmark.shapes import DOMAINS
 from captum_ext.benchmark.training import load_data
+from captum_ext.claims.page import claims_html, verdict_counts
+from captum_ext.claims.results import load_results
 from captum_ext.evaluation.saliency_summary import compare_calibrations
 from captum_ext.metrics.landscape import landscape_summary
 from captum_ext.report.plots import save_figure
@@ -167,7 +170,31 @@ def parameter_saliency_section(data: ReportData, out: Path) -> Section:
     )
 
 
+def claims_section(data: ReportData, out: Path) -> Section | None:
+    """The table of ``captum-ext claims`` (from ``data.claims_dir``) and its figures."""
+    if data.claims_dir is None:
+        return None
+    results = load_results(data.claims_dir)
+    figures = [r.outcome.figure for r in results if r.outcome.figure]
+    for name in figures:
+        atomic_write_bytes((data.claims_dir / name).read_bytes(), out / name)
+    counts = verdict_counts(results)
+    intro = (
+        f"<p>From <code>{html.escape(str(data.claims_dir))}</code>, written by "
+        "<code>captum-ext claims</code>: each paper's central claim run on the embedded "
+        "benchmark, with the rule that gave the verdict and, where it does not hold, why.</p>"
+    )
+    return Section(
+        "claims",
+        "Do the papers' claims hold here?",
+        intro + claims_html(results),
+        figures,
+        {"verdicts": counts, "claims": [r.as_dict() for r in results]},
+    )
+
+
 SECTIONS: list[Callable[[ReportData, Path], Section | None]] = [
     landscape_section,
     parameter_saliency_section,
+    claims_section,
 ]
