@@ -59,6 +59,9 @@ def _attribute_dataset(model: nn.Module) -> Any:
 ENTRY_POINTS: dict[str, Callable[[nn.Module], Any]] = {
     "LEG": lambda m: LEG(m).attribute(X, target=Y, n_samples=64, grid=(2, 2), generator=_gen()),
     "LEGTV": lambda m: LEGTV(m).attribute(X, target=Y, n_samples=64, grid=(2, 2), generator=_gen()),
+    "LEG stein": lambda m: LEG(m).attribute(
+        X, target=Y, n_samples=8, grid=(2, 2), estimator="stein", generator=_gen()
+    ),
     "CAFO": lambda m: CAFO(m).attribute(X, target=Y),
     "CASO": lambda m: CASO(m).attribute(X, target=Y, n_iter=3, generator=_gen()),
     "RelEx": lambda m: RelEx(m).attribute(X, target=Y, n_iter=3, n_samples=2, generator=_gen()),

@@ -48,10 +48,13 @@ GridArg = Union[None, tuple[int, int], Sequence[tuple[int, int]]]
 _MAX_DEFAULT_SIDE = 28
 #: Default grids keep at least this many model evaluations per estimated coefficient.
 _DRAWS_PER_COEFFICIENT = 4
-Estimator = Literal["ols", "moment"]
-ESTIMATORS: tuple[Estimator, ...] = ("ols", "moment")
+Estimator = Literal["ols", "moment", "stein"]
+ESTIMATORS: tuple[Estimator, ...] = ("ols", "moment", "stein")
 Channels = Literal["shared", "independent"]
 CHANNELS: tuple[Channels, ...] = ("shared", "independent")
+#: ``estimator="stein"`` takes the default grid of this many least-squares draws (16 x 16
+#: for shared channels), so switching estimators keeps the estimand.
+STEIN_GRID_SAMPLES = 2000
 #: Below this R^2 the linear fit explains almost none of the output's change (warning).
 _LOW_R2 = 0.05
 
@@ -89,7 +92,8 @@ class LEGStatistics:
         scale: The perturbation scale used per example, ``(N,)`` float64 (``sigma`` times
             the example's value range).
         r2: ``(N,)`` share of the output's variance over the draws explained by the linear
-            fit (NaN for ``estimator="moment"`` and where the output does not vary).
+            fit (NaN for ``estimator="moment"`` and ``"stein"``, and where the output does
+            not vary).
     """
 
     ybar: list[Tensor]
@@ -142,7 +146,9 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         """Validate the inputs and every knob (before any model pass); the grid per tensor."""
         _LEGBase._check_inputs(inputs)
         _LEGBase._check_knobs(cfg)
-        grids = _resolve_grids(cfg.grid, inputs, cfg.n_samples, cfg.channels)
+        # a perturbed gradient informs every cell, so the grid does not follow n_samples there
+        budget = STEIN_GRID_SAMPLES if cfg.estimator == "stein" else cfg.n_samples
+        grids = _resolve_grids(cfg.grid, inputs, budget, cfg.channels)
         if cfg.estimator == "ols":
             k = _n_coefficients(inputs, grids, cfg.channels)
             if cfg.n_samples < k + 2:
@@ -229,12 +235,12 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         """
         scales = [cfg.sigma * _value_range(x) for x in inputs]
         _warn_scale(cfg.sigma, cfg.covariance, grids)
-        ytilde, draws, f0 = self._evaluate(
+        ytilde, draws, f0, slopes = self._evaluate(
             inputs, target, _format_additional_forward_args(additional_forward_args), cfg, grids,
             scales,
         )  # fmt: skip
         _warn_no_signal(ytilde, f0, self.get_name())
-        return _fit(inputs, ytilde, draws, cfg, grids, scales)
+        return _fit(inputs, ytilde, draws if slopes is None else slopes, cfg, grids, scales)
 
     def _evaluate(
         self,
@@ -244,11 +250,13 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         cfg: LEGSettings,
         grids: list[tuple[int, int]],
         scales: list[Tensor],
-    ) -> tuple[Tensor, list[Tensor], Tensor]:
+    ) -> tuple[Tensor, list[Tensor], Tensor, list[Tensor] | None]:
         """Evaluate the model on the draws, ``perturbations_per_eval`` draws per pass.
 
-        Returns ``f(x0 + z) - f(x0)`` ``(n, N)``, the unit draws per tensor ``(n, C' p1 p2)``
-        and ``f(x0)``.
+        Returns ``f(x0 + z) - f(x0)`` ``(n, N)``, the unit draws per tensor ``(n, C' p1 p2)``,
+        ``f(x0)`` and, for ``estimator="stein"``, the mean over the draws of the gradient of
+        ``f(x0 + scale z)`` with respect to each example's unit draw ``z`` (per tensor,
+        ``(N, C' p1 p2)`` float64; None otherwise).
         """
         n_samples, n_ex = cfg.n_samples, inputs[0].shape[0]
         generator = cfg.generator
@@ -268,30 +276,75 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         )
         unit_draws: list[list[Tensor]] = [[] for _ in inputs]
         outputs: list[Tensor] = []
+        stein = cfg.estimator == "stein"
+        slope_sums = [
+            torch.zeros(n_ex, _coefficient_rows(x, cfg.channels) * g[0] * g[1], dtype=torch.float64)
+            for x, g in zip(inputs, grids)
+        ]
         with bar:
             f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)", check=True)
             bar.update()
             for start in range(0, n_samples, step):
                 k = min(step, n_samples - start)
                 zs = self._draws(range(start, start + k), seeds, inputs, grids, gdev, cfg)
-                perturbed = tuple(
-                    (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
-                    for x, z, s in zip(inputs, zs, scales)
-                )
-                y = self._scalar_output(
-                    perturbed,
-                    _expand_target(target, k),
-                    _expand_additional_forward_args(args, k),
-                    k * n_ex,
-                    "f(x0 + z)",
-                ).reshape(k, n_ex)
-                outputs.append((y - f0.unsqueeze(0)).double())
+                call = (_expand_target(target, k), _expand_additional_forward_args(args, k))
+                if stein:
+                    y, grads = self._stein_pass(inputs, zs, scales, call, cfg.channels)
+                    slope_sums = [a + g.sum(0).to(a.device) for a, g in zip(slope_sums, grads)]
+                else:
+                    perturbed = tuple(
+                        (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
+                        for x, z, s in zip(inputs, zs, scales)
+                    )
+                    y = self._scalar_output(perturbed, *call, k * n_ex, "f(x0 + z)")
+                outputs.append((y.reshape(k, n_ex) - f0.unsqueeze(0)).double())
                 for t, z in enumerate(zs):
                     unit_draws[t].append(z.flatten(1))
                 bar.update()
         ytilde = torch.cat(outputs)  # (n, N)
         draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
-        return ytilde, draws, f0
+        slopes = [a.to(ytilde.device) / n_samples for a in slope_sums] if stein else None
+        return ytilde, draws, f0, slopes
+
+    def _stein_pass(
+        self,
+        inputs: tuple[Tensor, ...],
+        zs: list[Tensor],
+        scales: list[Tensor],
+        call: tuple[Any, Any],
+        channels: Channels,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One forward and one backward pass over a chunk of ``k`` draws.
+
+        Returns ``f(x0 + scale z)`` ``(k N,)`` and its gradient with respect to each example's
+        unit draw, ``(k, N, C' p1 p2)`` float64 per tensor. The draws are repeated per example
+        as leaves of the graph, so the backward pass of the upsampling sums each example's
+        input gradient over the pixels (and, for shared draws, the channels) of each cell: the
+        exact adjoint of how the draw entered the input.
+        """
+        k, n_ex = zs[0].shape[0], inputs[0].shape[0]
+        with torch.enable_grad():
+            leaves = [
+                z.to(x.dtype).unsqueeze(1).expand(k, n_ex, *z.shape[1:]).clone().requires_grad_()
+                for z, x in zip(zs, inputs)
+            ]
+            perturbed = tuple(
+                (x.unsqueeze(0) + _to_input_per_example(z, x, s, channels)).flatten(0, 1)
+                for x, z, s in zip(inputs, leaves, scales)
+            )
+            y = self._scalar_output(perturbed, *call, k * n_ex, "f(x0 + z)")
+            try:
+                grads = torch.autograd.grad(y.sum(), leaves, allow_unused=True)
+            except RuntimeError as err:
+                raise ValueError(
+                    "estimator='stein' needs a forward_func that autograd can differentiate "
+                    f"with respect to its inputs ({err}); use estimator='ols' for a black box"
+                ) from None
+        out = [
+            (torch.zeros_like(z) if g is None else g).flatten(2).double()
+            for g, z in zip(grads, leaves)
+        ]
+        return y.detach(), out
 
     @staticmethod
     def _draws(
@@ -416,6 +469,17 @@ def _to_input(z: Tensor, x: Tensor, scale: Tensor, channels: Channels = "shared"
     return up * scale.to(device=x.device, dtype=x.dtype).reshape(1, n, *([1] * (x.dim() - 1)))
 
 
+def _to_input_per_example(
+    z: Tensor, x: Tensor, scale: Tensor, channels: Channels = "shared"
+) -> Tensor:
+    """Unit grid draws given per example, ``(k, N, C', p1, p2)`` -> ``(k, N, *x.shape[1:])``."""
+    k, n = z.shape[:2]
+    up = upsample_nearest(z.flatten(0, 1), (x.shape[-2], x.shape[-1])).reshape(
+        k, n, *_coefficient_channels(x, channels), *x.shape[-2:]
+    )
+    return up * scale.to(device=x.device, dtype=x.dtype).reshape(1, n, *([1] * (x.dim() - 1)))
+
+
 def _fit(
     inputs: tuple[Tensor, ...],
     ytilde: Tensor,
@@ -427,13 +491,17 @@ def _fit(
     """Fit ``cfg.estimator`` to the evaluations.
 
     Unit-scale slopes per tensor, rescaled to ``gamma`` (divided by each example's scale) and
-    ``Y bar`` (the unit covariance applied, times the scale).
+    ``Y bar`` (the unit covariance applied, times the scale). For ``estimator="stein"``,
+    ``draws`` holds the mean perturbed gradients (the unit-scale slopes themselves).
     """
     n_ex = inputs[0].shape[0]
     covariance, boundary = cfg.covariance, cfg.boundary
     shapes = [(*_coefficient_channels(x, cfg.channels), *g) for x, g in zip(inputs, grids)]
     if cfg.estimator == "ols":
         units, r2 = _least_squares(draws, ytilde)
+    elif cfg.estimator == "stein":
+        units = draws
+        r2 = torch.full((n_ex,), float("nan"), dtype=torch.float64)
     else:
         units = [
             _inverse_unit_covariance(
