@@ -32,7 +32,7 @@ from captum_ext.claims._base import (
 )
 
 #: The experiment modules; importing one registers its claims (the page keeps this order).
-EXPERIMENT_MODULES = ("leg", "caso", "relex", "evt", "parameter_saliency")
+EXPERIMENT_MODULES = ("leg", "caso", "relex", "evt", "parameter_saliency", "pilcro")
 for _module in EXPERIMENT_MODULES:
     importlib.import_module(f"captum_ext.claims.{_module}")
 
