@@ -1,0 +1,255 @@
+"""Quality against cost: the model passes each estimator needs for a given map (issue 18).
+
+For each method, a reference map from a large budget, then the agreement of cheaper runs with it
+(Spearman correlation of the absolute maps, and relative L2 error) as a function of the model
+passes spent per image, on correctly classified test images of the benchmark (32 x 32
+``small_cnn``; ``--size 224`` for the 224 x 224 ResNet-18, with fewer images and budgets). It
+prints, per method and estimator, the passes needed to reach a Spearman correlation of 0.95 (the
+issue's goal) and 0.85 with the reference (interpolated in log-passes; ``>`` the largest budget
+when never reached) and the ratio to today's default estimator, measured in the same run (a bound
+when the default never reaches the level).
+
+Passes are forward-equivalents: a gradient pass (forward and backward) counts as the measured
+ratio of its time to a forward pass on the same batch (printed as ``grad_cost``), so estimators
+that use gradients pay for them.
+
+- **LEG / LEG-TV.** Budgets are evaluations per image. ``ols`` with ``antithetic=False`` is plain
+  Monte Carlo, ``ols`` with antithetic pairs is the default, ``stein`` averages perturbed
+  gradients (Lemma 1's identity ``gamma = E[grad_z f(x0 + z)]``; it needs a differentiable
+  model). All on the 16 x 16 grid of the default 2,000 draws. The reference is ``stein`` at
+  4,096 draws (1,024 at 224): every estimator has the same limit, and the reference is closer
+  to it than any estimate compared with it (``stein`` budgets stop at a quarter of it).
+- **RelEx.** Budgets are optimisation steps (``n_iter``) at the default 16 noisy copies, each
+  step one gradient pass per copy and branch. RelEx's mask does not converge (its steps have a
+  constant length), so the reference is the mean of four default runs (seeds 100-103): what a
+  default call returns on average.
+- **CASO.** Deterministic up to its power-iteration start; compared by seconds, not passes: the
+  default ``hessian="hvp"`` against ``hessian="closed_form"``, both against the full closed form.
+
+Usage: ``python benchmarks/bench_efficiency.py [--size 32|224] [--images N] [--methods ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import spearmanr
+from torch import Tensor
+
+from captum_ext.attr import CASO, LEG, LEGTV, RelEx, leg_saliency_map
+from captum_ext.benchmark import SyntheticShapes, train
+
+#: The issue's goal, and a lower level every estimator reaches within the budgets.
+GOALS = (0.95, 0.85)
+
+
+@dataclass
+class Variant:
+    """One estimator: its budgets, its call ``run(budget, seed) -> maps`` and its passes."""
+
+    name: str
+    budgets: list[int]
+    run: Callable[[int, int], Tensor]
+    passes: Callable[[int], float]
+
+
+def display(attr: Tensor) -> Tensor:
+    """``(N, H, W)`` channel-summed absolute maps, float64."""
+    return leg_saliency_map(attr.detach()).double()
+
+
+def agreement(maps: Tensor, ref: Tensor) -> tuple[float, float]:
+    """Mean Spearman correlation and relative L2 error of each map against its reference."""
+    rho = [spearmanr(a.flatten().numpy(), b.flatten().numpy())[0] for a, b in zip(maps, ref)]
+    l2 = ((maps - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).mean()
+    return float(sum(rho) / len(rho)), float(l2)
+
+
+def passes_to_goal(points: list[tuple[float, float]], goal: float) -> tuple[float, bool]:
+    """Passes at which Spearman first reaches ``goal`` (log-linear interpolation)."""
+    prev = None
+    for passes, rho in points:
+        if rho >= goal:
+            if prev is None or prev[1] >= rho:
+                return passes, True
+            t = (goal - prev[1]) / (rho - prev[1])
+            return math.exp(math.log(prev[0]) + t * (math.log(passes) - math.log(prev[0]))), True
+        prev = (passes, rho)
+    return points[-1][0], False
+
+
+def grad_cost(model: torch.nn.Module, x: Tensor, batch: int) -> float:
+    """Seconds of a forward + backward pass over those of a forward pass, same batch."""
+    xb = x[:1].repeat(batch, 1, 1, 1)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(xb)
+
+    def fwd_bwd() -> None:
+        xi = xb.clone().requires_grad_(True)
+        torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+
+    def best(fn: Callable[[], None]) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(fwd_bwd) / best(fwd)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def leg_variants(
+    cls: type, model, x, y, budgets: list[int], cost: float, ref_draws: int
+) -> tuple[Tensor, list[Variant]]:
+    """The reference and the estimators of LEG or LEG-TV."""
+
+    def call(n: int, seed: int, **kw) -> Tensor:
+        # the default grid at 2,000 draws for every budget (500 draws would default to 8 x 8):
+        # all estimates then have the same limit as the reference
+        leg = cls(model)
+        return display(
+            leg.attribute(x, target=y, n_samples=n, generator=gen(seed), grid=(16, 16), **kw)
+        )
+
+    ref = call(ref_draws, 12345, estimator="stein")
+    stein_budgets = [b for b in (16, 32, 64, 128, 256, 512) if 4 * b <= ref_draws]
+    variants = [
+        Variant("ols, plain MC", budgets, lambda n, s: call(n, s, antithetic=False), float),
+        Variant("ols, antithetic (default)", budgets, lambda n, s: call(n, s), float),
+        Variant(
+            "stein, antithetic",
+            stein_budgets,
+            lambda n, s: call(n, s, estimator="stein"),
+            lambda n: n * cost,
+        ),
+    ]
+    return ref, variants
+
+
+def relex_variants(model, x, y, cost) -> tuple[Tensor, list[Variant]]:
+    """The reference (mean of four default runs) and RelEx's step budgets."""
+
+    def call(n_iter: int, seed: int) -> Tensor:
+        return display(RelEx(model).attribute(x, target=y, n_iter=n_iter, generator=gen(seed)))
+
+    ref = torch.stack([call(50, s) for s in range(100, 104)]).mean(0)
+    copies = 16
+
+    def passes(n_iter: int) -> float:
+        return n_iter * 2 * copies * cost
+
+    return ref, [Variant("default (average_from=0.5)", [12, 25, 50, 100], call, passes)]
+
+
+def measure(variants: list[Variant], ref: Tensor, seeds: tuple[int, ...]) -> list[dict]:
+    """Per variant: Spearman and L2 against the reference at each budget, and passes to goal."""
+    rows = []
+    for v in variants:
+        points = []
+        for b in v.budgets:
+            t0 = time.perf_counter()
+            scores = [agreement(v.run(b, seed), ref) for seed in seeds]
+            rho = sum(s[0] for s in scores) / len(scores)
+            l2 = sum(s[1] for s in scores) / len(scores)
+            sec = (time.perf_counter() - t0) / len(seeds)
+            points.append((v.passes(b), rho))
+            print(
+                f"  {v.name:28s} budget {b:6d}  passes/img {v.passes(b):9.0f}  "
+                f"spearman {rho:.3f}  relL2 {l2:.3f}  s/call {sec:.1f}",
+                flush=True,
+            )
+        rows.append({"variant": v.name, **{g: passes_to_goal(points, g) for g in GOALS}})
+    return rows
+
+
+def ratio_text(ours: tuple[float, bool], base: tuple[float, bool]) -> str:
+    """``ours / base`` passes; a bound when either never reached the goal."""
+    (p, reached), (q, base_reached) = ours, base
+    if reached and base_reached:
+        return f"{p / q:.3f}"
+    if reached:  # the default needs more than its largest budget
+        return f"< {p / q:.3f}"
+    return f"> {p / q:.3f}" if base_reached else "n/a (neither reached)"
+
+
+def summary(method: str, rows: list[dict]) -> None:
+    """Passes to each goal per variant and the ratio to the default's."""
+    base = next(r for r in rows if "default" in r["variant"])
+    for goal in GOALS:
+        print(f"{method}: passes per image for Spearman {goal} with the reference")
+        for r in rows:
+            passes, reached = r[goal]
+            mark = "" if reached else ">"
+            ratio = ratio_text(r[goal], base[goal])
+            print(f"  {r['variant']:28s} {mark}{passes:8.0f}   ratio to default {ratio}")
+
+
+def caso_rows(model, x, y) -> None:
+    """CASO's default route against the closed form, by seconds and agreement."""
+    t0 = time.perf_counter()
+    ref = display(CASO(model).attribute(x, target=y, hessian="closed_form", hessian_tol=None))
+    t_full = time.perf_counter() - t0
+    print(f"  closed_form, every class    s/call {t_full:.1f}  (reference)")
+    routes = (("closed_form (hessian_tol)", {"hessian": "closed_form"}), ("hvp (default)", {}))
+    for name, kw in routes:
+        t0 = time.perf_counter()
+        maps = display(CASO(model).attribute(x, target=y, generator=gen(0), **kw))
+        rho, l2 = agreement(maps, ref)
+        sec = time.perf_counter() - t0
+        print(f"  {name:28s} s/call {sec:.1f}  spearman {rho:.3f}  relL2 {l2:.4f}")
+
+
+def images(size: int, count: int):
+    """A benchmark model and ``count`` correctly classified test images of its size."""
+    trained = train("small_cnn", "shapes") if size == 32 else train("resnet18_224", "shapes")
+    model = trained.model.eval()
+    ds = SyntheticShapes(n=8 * count, split="test", size=size)
+    x, y, _ = ds.tensors(list(range(8 * count)))
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    return model, x[ok][:count], y[ok][:count]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=32, choices=(32, 224))
+    p.add_argument("--images", type=int, default=None, help="default: 4 at 32, 1 at 224")
+    p.add_argument("--methods", nargs="+", default=["LEG", "LEGTV", "RelEx", "CASO"])
+    args = p.parse_args()
+    count = args.images or (4 if args.size == 32 else 1)
+    model, x, y = images(args.size, count)
+    cost = grad_cost(model, x, 64 if args.size == 32 else 8)
+    budgets = [500, 1000, 2000, 4000, 8000] if args.size == 32 else [500, 1000, 2000]
+    seeds = (1, 2)
+    print(f"{args.size}x{args.size}, {count} images, grad_cost {cost:.2f} forward passes")
+    for method in args.methods:
+        print(f"== {method}", flush=True)
+        if method in ("LEG", "LEGTV"):
+            cls = LEG if method == "LEG" else LEGTV
+            ref_draws = 4096 if args.size == 32 else 1024
+            ref, variants = leg_variants(cls, model, x, y, budgets, cost, ref_draws)
+        elif method == "RelEx":
+            ref, variants = relex_variants(model, x, y, cost)
+        elif method == "CASO":
+            caso_rows(model, x, y)
+            continue
+        else:
+            raise SystemExit(f"unknown method {method!r}")
+        summary(method, measure(variants, ref, seeds))
+
+
+if __name__ == "__main__":
+    main()
