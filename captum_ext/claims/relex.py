@@ -223,10 +223,12 @@ def adversarial_stability(settings: ClaimSettings) -> Outcome:
     IntegratedGradients and SmoothGrad; "partly" if it exceeds all three on one of the two
     metrics, or at least one baseline on both; "does not hold" otherwise.
 
-    Result at size="default" (8 images, PGD flips 3 of them), top-10 % / Spearman: RelEx
-    0.81 / 0.84, Saliency 0.67 / 0.77, IntegratedGradients 0.83 / 0.88, SmoothGrad 0.86 / 0.98:
-    "partly" (RelEx beats Saliency only). Noise floor, two clean seeds: RelEx 0.73 / 0.83,
-    SmoothGrad 0.70 / 0.91; the attacked RelEx map drawn with another seed: 0.68 / 0.74.
+    Result at size="default" (8 images, PGD flips 3 of them; run of 2026-12-07), top-10 % /
+    Spearman: RelEx 0.81 / 0.91, Saliency 0.67 / 0.77, IntegratedGradients 0.83 / 0.88,
+    SmoothGrad 0.86 / 0.98: "partly" (RelEx beats Saliency on both, IG on Spearman only).
+    Noise floor, two clean seeds: RelEx 0.74 / 0.79, SmoothGrad 0.70 / 0.91. An earlier run
+    (another training of small_cnn) gave RelEx 0.81 / 0.84, floor 0.73 / 0.83, the attacked
+    map drawn with another seed 0.68 / 0.74.
 
     Why: RelEx's map is the end point of an optimisation that never converges (constant-length
     normalised steps), so it depends on the seed about as much as on a 2/255 attack: its
@@ -447,10 +449,13 @@ def fidelity(settings: ClaimSettings) -> Outcome:
     mean preservation AUC the highest of the four methods; "partly" if only one of the two;
     "does not hold" if neither.
 
-    Result at size="default" (8 images), deletion / preservation AUC: RelEx 0.150 / 0.470,
-    Saliency 0.222 / 0.348, IntegratedGradients 0.223 / 0.438, SmoothGrad 0.227 / 0.673:
-    "partly". RelEx has the best deletion (and insertion, 0.847), SmoothGrad the best
-    preservation; the paper's order of the baselines (SmoothGrad > IG > Saliency) holds.
+    Result at size="default" (8 images; run of 2026-12-07), deletion / preservation /
+    insertion AUC: RelEx 0.155 / 0.442 / 0.841, Saliency 0.237 / 0.384 / 0.738,
+    IntegratedGradients 0.227 / 0.434 / 0.795, SmoothGrad 0.216 / 0.682 / 0.787: "partly".
+    RelEx has the best deletion and insertion, SmoothGrad the best preservation; the paper's
+    order of the baselines (SmoothGrad > IG > Saliency) holds. (An earlier run with another
+    training of small_cnn: RelEx 0.150 / 0.470, Saliency 0.222 / 0.348, IG 0.223 / 0.438,
+    SmoothGrad 0.227 / 0.673.)
 
     Why: not the implementation (the AUCs match a per-step loop) nor RelEx's mean-colour
     deletion (``baselines=0``: 0.135 / 0.463), nor object localisation (AUROC of object against
