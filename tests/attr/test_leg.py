@@ -210,7 +210,8 @@ def test_theory_L_is_theorem_1(x):
     f = linear(block_weights())
     kw = {"n_samples": 200, "grid": GRID, "sigma": 0.5}
     theory = LEGTV(f).attribute(x, L="theory", generator=gen(), **kw)
-    explicit = LEGTV(f).attribute(x, L=theoretical_L(GRID, 200), generator=gen(), **kw)
+    # the default boundary of isotropic draws is the paper's D
+    explicit = LEGTV(f).attribute(x, L=theoretical_L(GRID, 200, "none"), generator=gen(), **kw)
     torch.testing.assert_close(theory, explicit)
     assert theory.abs().max() > 0
 
@@ -338,7 +339,8 @@ def test_determinism_batch_knob_and_no_global_rng_use(x):
 
 def test_solution_path_reuses_evaluations(x):
     f = linear(block_weights())
-    kw = {"n_samples": 200, "grid": GRID}
+    # padded: K_L = 1 is the zero map (the paper's D gives the constant mean(LEG) instead)
+    kw = {"n_samples": 200, "grid": GRID, "boundary": "padded"}
     path = LEGTV(f).solution_path(x, K_L=(1.0, 0.1, 0.0), generator=gen(), **kw)
     assert len(path) == 3 and torch.all(path[0] == 0)
     single = LEGTV(f).attribute(x, K_L=0.1, generator=gen(), **kw)

@@ -242,6 +242,13 @@ def _warn_fit(name: str, stats: LEGStatistics, out: tuple[Tensor, ...], hint: st
         )
 
 
+def _tv_boundary(boundary: Boundary | None, covariance: str) -> Boundary:
+    """LEG-TV's ``boundary``: ``None`` is the paper's ``D`` for isotropic draws, else padded."""
+    if boundary is not None:
+        return boundary
+    return "none" if covariance == "isotropic" else "padded"
+
+
 class LEGTV(_LEGBase):
     r"""LEG-TV: the total-variation penalised LEG estimate (Definition 2, Eq. 4).
 
@@ -295,7 +302,7 @@ class LEGTV(_LEGBase):
         sigma: float = DEFAULT_SIGMA,
         grid: GridArg = None,
         covariance: Covariance = "isotropic",
-        boundary: Boundary = "padded",
+        boundary: Boundary | None = None,
         K_L: float = 0.1,
         L: float | Literal["theory"] | None = None,
         solver: Solver = "auto",
@@ -337,9 +344,18 @@ class LEGTV(_LEGBase):
                 ``gamma`` poorly determined (small_cnn, 1,000 draws, 8 x 8 grid, independent
                 channels, ``sigma = 0.02``: seed-to-seed Spearman 0.73 with ``"tv"``, 0.91
                 isotropic; energy on the object 0.24 vs 0.28).
-            boundary: ``"padded"`` (default, the authors' 2020 code: zero-padded differences,
-                ``D^T D`` the Dirichlet Laplacian) or ``"none"`` (the paper's ``D``, with the
-                mean of ``g`` fixed to that of LEG). It defines the ``D`` of ``||D g||_1``.
+            boundary: ``"none"`` (the paper's ``D``, with the mean of ``g`` fixed to that of
+                LEG) or ``"padded"`` (the authors' 2020 code: zero-padded differences,
+                ``D^T D`` the Dirichlet Laplacian). It defines the ``D`` of ``||D g||_1``.
+                Default ``None``: ``"none"`` with the default isotropic draws, ``"padded"``
+                with ``covariance="tv"`` (the authors' pairing; there the draws' covariance
+                is built from the same ``D``). ``"padded"`` also penalises ``|g|`` at the
+                border cells, pulling every map's border toward 0, a structure the maps of a
+                trained and of a randomised model share: on small_cnn (12 test images, 2,000
+                draws) LEG-TV's map after randomising all layers kept Spearman 0.23 with the
+                trained model's with ``"padded"`` and 0.06 with ``"none"`` (seed-to-seed 0.76
+                / 0.68, object energy 0.35 / 0.33, pointing game 0.67 / 0.67), so the paper's
+                ``D`` is the default for isotropic draws and passes the randomisation check.
             K_L: Relative constraint level in [0, 1]: ``L = K_L * L_max`` (default 0.1; the
                 paper uses 0.05 or 0.1). Ignored when ``L`` is given.
             L: ``None`` (use ``K_L``), a number >= 0 (absolute L, in the units of Eq. 4), or
@@ -380,9 +396,10 @@ class LEGTV(_LEGBase):
         _check_levels([K_L], L, solver)
         cfg = LEGSettings(
             n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
-            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
-            antithetic=antithetic, generator=generator, show_progress=show_progress,
-            estimator=estimator, channels=channels,
+            boundary=_tv_boundary(boundary, covariance),
+            perturbations_per_eval=perturbations_per_eval, antithetic=antithetic,
+            generator=generator, show_progress=show_progress, estimator=estimator,
+            channels=channels,
         )  # fmt: skip
         return self._run(inputs, target, additional_forward_args, cfg, [K_L], L, solver, shared_L)[
             0
@@ -400,7 +417,7 @@ class LEGTV(_LEGBase):
         sigma: float = DEFAULT_SIGMA,
         grid: GridArg = None,
         covariance: Covariance = "isotropic",
-        boundary: Boundary = "padded",
+        boundary: Boundary | None = None,
         solver: Solver = "auto",
         shared_L: bool = False,
         perturbations_per_eval: int = 64,
@@ -435,8 +452,10 @@ class LEGTV(_LEGBase):
                 input raises ValueError.
             covariance: ``"isotropic"`` (``sigma^2 I``, default) or ``"tv"`` (the Section 4.2
                 scheme).
-            boundary: ``"padded"`` (default, zero-padded differences) or ``"none"`` (the
-                paper's ``D``, with the mean of ``g`` fixed to that of LEG).
+            boundary: ``"none"`` (the paper's ``D``, with the mean of ``g`` fixed to that of
+                LEG), ``"padded"`` (zero-padded differences) or ``None`` (default: ``"none"``
+                for isotropic draws, ``"padded"`` for ``covariance="tv"``), as in
+                :meth:`attribute`.
             solver: ``"auto"`` (HiGHS dual simplex up to 24 x 24 cells, CLARABEL above),
                 ``"highs-ds"``, ``"highs-ipm"`` or ``"clarabel"``.
             shared_L: Use one ``L_max`` (the largest over channels) per example and tensor.
@@ -470,9 +489,10 @@ class LEGTV(_LEGBase):
         _check_levels(ks, None, solver)
         cfg = LEGSettings(
             n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
-            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
-            antithetic=antithetic, generator=generator, show_progress=show_progress,
-            estimator=estimator, channels=channels,
+            boundary=_tv_boundary(boundary, covariance),
+            perturbations_per_eval=perturbations_per_eval, antithetic=antithetic,
+            generator=generator, show_progress=show_progress, estimator=estimator,
+            channels=channels,
         )  # fmt: skip
         return self._run(inputs, target, additional_forward_args, cfg, ks, None, solver, shared_L)
 
