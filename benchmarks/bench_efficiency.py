@@ -26,7 +26,11 @@ that use gradients pay for them.
 - **CASO.** Deterministic up to its power-iteration start; compared by seconds, not passes: the
   default ``hessian="hvp"`` against ``hessian="closed_form"``, both against the full closed form.
 
-Usage: ``python benchmarks/bench_efficiency.py [--size 32|224] [--images N] [--methods ...]``.
+For LEG / LEG-TV it also prints the seconds per image and the agreement with the reference of
+the report's ``fast`` preset, before this benchmark (least squares, 500 evaluations) and today.
+
+Usage: ``python benchmarks/bench_efficiency.py [--size 32|224] [--images N] [--methods ...]
+[--presets-only]``.
 """
 
 from __future__ import annotations
@@ -197,6 +201,32 @@ def summary(method: str, rows: list[dict]) -> None:
             print(f"  {r['variant']:28s} {mark}{passes:8.0f}   ratio to default {ratio}")
 
 
+#: The report's ``fast`` preset of LEG / LEG-TV on images above 64 x 64 before this benchmark
+#: (least squares on 500 evaluations, which defaults to an 8 x 8 grid), measured beside today's.
+LEG_FAST_BEFORE = {"n_samples": 500, "perturbations_per_eval": 100}
+
+
+def preset_rows(method: str, model, x, y, ref: Tensor, seeds: tuple[int, ...]) -> None:
+    """Seconds per image and agreement with ``ref`` of the report's presets of ``method``."""
+    from captum_ext.report.methods import METHODS
+
+    spec = METHODS["LEG" if method == "LEG" else "LEG-TV"]
+    cls = LEG if method == "LEG" else LEGTV
+    runs: dict[str, Callable[[int], Tensor]] = {
+        "fast before (ols, 500)": lambda s: cls(model).attribute(
+            x, target=y, generator=gen(s), **LEG_FAST_BEFORE
+        ),
+        "fast (report today)": lambda s: spec.run(model, x, y, seed=s, preset="fast"),
+    }
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        scores = [agreement(display(run(s)), ref) for s in seeds]
+        sec = (time.perf_counter() - t0) / len(seeds) / len(x)
+        rho = sum(r for r, _ in scores) / len(scores)
+        l2 = sum(e for _, e in scores) / len(scores)
+        print(f"  preset {name:28s} s/image {sec:6.1f}  spearman {rho:.3f}  relL2 {l2:.3f}")
+
+
 def caso_rows(model, x, y) -> None:
     """CASO's default route against the closed form, by seconds and agreement."""
     t0 = time.perf_counter()
@@ -228,6 +258,11 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32, choices=(32, 224))
     p.add_argument("--images", type=int, default=None, help="default: 4 at 32, 1 at 224")
     p.add_argument("--methods", nargs="+", default=["LEG", "LEGTV", "RelEx", "CASO"])
+    p.add_argument(
+        "--presets-only",
+        action="store_true",
+        help="LEG / LEG-TV: only the reference and the report's fast preset, before and today",
+    )
     args = p.parse_args()
     count = args.images or (4 if args.size == 32 else 1)
     model, x, y = images(args.size, count)
@@ -241,6 +276,9 @@ def main() -> None:
             cls = LEG if method == "LEG" else LEGTV
             ref_draws = 4096 if args.size == 32 else 1024
             ref, variants = leg_variants(cls, model, x, y, budgets, cost, ref_draws)
+            preset_rows(method, model, x, y, ref, seeds)
+            if args.presets_only:
+                continue
         elif method == "RelEx":
             ref, variants = relex_variants(model, x, y, cost)
         elif method == "CASO":

@@ -25,3 +25,17 @@ def test_fast_uses_the_defaults_on_small_images_and_reduces_at_224(name, budget)
     # --quick still overrides both
     quick = resolve_kwargs(spec, torch.zeros(2, 3, 32, 32), quick=True, preset="fast")
     assert quick[budget] < default.default
+
+
+@pytest.mark.parametrize("name", ["LEG", "LEG-TV"])
+def test_leg_fast_at_224_averages_gradients_and_quick_halves_them(name):
+    # above 64 x 64 the fast preset switches to the perturbed-gradient mean (bench_efficiency:
+    # Spearman 0.97 with the reference at 64 draws vs 0.63 for 500 regression evaluations)
+    spec = METHODS[name]
+    x = torch.zeros(2, 3, 224, 224)
+    fast = resolve_kwargs(spec, x, preset="fast", n_classes=1000)
+    quick = resolve_kwargs(spec, x, quick=True, preset="fast", n_classes=1000)
+    paper = resolve_kwargs(spec, x, preset="paper", n_classes=1000)
+    assert fast["estimator"] == "stein"
+    assert quick["estimator"] == "stein" and quick["n_samples"] < fast["n_samples"]
+    assert "estimator" not in paper  # the paper's regression
