@@ -11,9 +11,10 @@ correlation of ~0.5 with the fully randomised model's map; with the 8 x 8 indepe
 object no more often than Saliency (0.42).
 
 Measured at the current defaults (2,000 draws, 16 x 16 shared-channel grid, ``sigma = 0.1``):
-seed-to-seed Spearman median 0.69 (LEG) and 0.79 (LEG-TV), pointing game 0.75-0.83 (Saliency
-0.42). ``sigma`` trades one for the other (0.05: Spearman 0.87, pointing game 0.67), so the
-agreement bound below is the default's, not the 0.8 of the coarser grid.
+seed-to-seed Spearman median 0.69 (LEG) and 0.79 (LEG-TV with the padded boundary; about 0.7
+with the paper's D, its default since the randomisation check below), pointing game 0.75-0.83
+(Saliency 0.42). ``sigma`` trades one for the other (0.05: Spearman 0.87, pointing game
+0.67), so the agreement bound below is the default's, not the 0.8 of the coarser grid.
 
 That the maps still point at the object less often than IntegratedGradients on these images is
 the estimand, not the draws: the estimate converges (error falling like n^-1/2, cosine 0.99 at
