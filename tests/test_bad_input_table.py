@@ -67,6 +67,8 @@ for cls in (LEG, LEGTV):
             ("n_samples-float", lambda c=cls: c(M).attribute(X, target=Y, n_samples=2.5), ValueError, "n_samples"),
             ("target-neg", lambda c=cls: c(M).attribute(X, target=-1, **LEG_KW), ValueError, "target"),
             ("target-big", lambda c=cls: c(M).attribute(X, target=3, **LEG_KW), ValueError, "target"),
+            ("sampler-name", lambda c=cls: c(M).attribute(X, target=Y, sampler="halton", **LEG_KW), ValueError, "sampler"),
+            ("n_samples-pairs", lambda c=cls: c(M).attribute(X, target=Y, n_samples=10, grid=(2, 3)), ValueError, "n_samples"),
         ],
     )  # fmt: skip
 _rows(

@@ -299,7 +299,7 @@ def test_tuple_inputs_share_evaluations_and_additional_args():
         (x1, x1.clone()), n_samples=2000, grid=GRID, generator=gen(), **IND
     )
     assert both[1].norm() < 0.6 * both[0].norm()
-    tv = LEGTV(f).attribute((x1, x2), additional_forward_args=(2.0,), n_samples=200, grid=GRID)
+    tv = LEGTV(f).attribute((x1, x2), additional_forward_args=(2.0,), n_samples=256, grid=GRID)
     assert isinstance(tv, tuple) and tv[1].shape == x2.shape
 
 
@@ -439,3 +439,15 @@ def test_bad_inputs_and_outputs(x):
         LEG(lambda a: a.flatten(1)[:, :3]).attribute(x, n_samples=4)
     with pytest.warns(UserWarning, match="per-pixel perturbation std"):
         LEG(f).attribute(x, n_samples=4, sigma=0.3)
+
+
+def test_antithetic_least_squares_needs_two_draws_per_coefficient(x):
+    # a pair +z, -z spans one direction, so n / 2 pairs must reach the 64 slopes of the 8 x 8
+    # grid; below that the fit was silently garbage (relative error ~1e14 on small_cnn)
+    f = linear(block_weights())
+    with pytest.raises(ValueError, match="n_samples >= 128"):
+        LEG(f).attribute(x, n_samples=126, grid=GRID, generator=gen())
+    # at the bound every slope is determined: exact on a linear function, like plain draws
+    a = LEG(f).attribute(x, n_samples=128, grid=GRID, generator=gen())
+    b = LEG(f).attribute(x, n_samples=200, grid=GRID, antithetic=False, generator=gen())
+    torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=0)
