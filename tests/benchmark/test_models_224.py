@@ -76,7 +76,11 @@ def test_occlusion_localises_the_object_on_model_224(model_224, shapes_224_corre
     energy = energy_pointing_game(attr, masks)
     area = masks.float().mean(dim=(1, 2))
     assert energy.mean().item() >= 1.5 * area.mean().item()
-    assert pointing_game(attr, masks).mean().item() >= 0.75
+    # Occlusion's map is constant on each window's stride cell, so its maximum is a plateau:
+    # ties="mean" scores the plateau's share inside the mask. ties="first" scores the plateau's
+    # top-left pixel, which on a retrained model fell just outside the object on 2 of the 4
+    # images (hits 1, 0, 0, 1; ties="mean" 1.0, 0.95, 1.0, 1.0)
+    assert pointing_game(attr, masks, ties="mean").mean().item() >= 0.75
 
 
 def test_fixture_images_are_correct_and_distinct(
