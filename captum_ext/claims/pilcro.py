@@ -172,7 +172,7 @@ def run_initial_landscape(settings: ClaimSettings) -> Outcome:
     about 0.55 of the centre's importance). With ``same`` zero padding and global average
     pooling every interior pixel has the same number of paths; only pixels within the
     receptive-field margin of the edge lose some, so "centre-peaked" here means "edges
-    neglected". The trained model is more centre-peaked still (4.93), far
+    neglected". The trained model is more centre-peaked still (4.93-4.95), far
     above the data's own smoothness map (1.49): on uniformly placed objects training does not
     undo the bias (the paper's Figure 3 "SOTA" landscapes likewise keep a high TV).
     """
@@ -451,11 +451,12 @@ def run_training(settings: ClaimSettings) -> Outcome:
     (a) holds on both (the landscape is flattened) but not everything else; else does not
     hold.
 
-    Result at size="default" (seed 0): partly. ``target-mean`` lowers the TV by a third on both
-    benchmarks (uniform 0.0194 -> 0.0130, off-centre 0.0217 -> 0.0147) but loses accuracy
-    (0.653 -> 0.613 and 0.675 -> 0.632), is slower to reach 0.6 (140 vs 126 and 126 vs 98
-    steps) and is less robust to the noise (0.262 -> 0.233 and 0.345 -> 0.282). The literal
-    sum (``target-sum``, off-centre) gives TV 0.0051 at chance accuracy (0.167).
+    Result at size="default" (seed 0, run of 2026-12-07): partly. ``target-mean`` lowers the TV
+    by a third on both benchmarks (uniform 0.0192 -> 0.0132, off-centre 0.0213 -> 0.0144) but
+    loses accuracy (0.652 -> 0.605 and 0.680 -> 0.635), is slower to reach 0.6 (145 vs 126 and
+    126 vs 98 steps) and is less robust to the noise (0.260 -> 0.240 and 0.345 -> 0.275). The
+    literal sum (``target-sum``, off-centre) gives TV 0.0049 at near-chance accuracy (0.208).
+    An earlier run (another training environment) gave the same picture within 0.01.
 
     Why. (1) The literal sum is a scale error, not a bug in the loss: its gradient is about 3000
     times the cross-entropy's on every T = 10-th step; the spikes fill AdamW's second-moment
