@@ -27,8 +27,9 @@ that use gradients pay for them.
 - **CASO.** Deterministic up to its power-iteration start; compared by seconds, not passes: the
   default ``hessian="hvp"`` against ``hessian="closed_form"``, both against the full closed form.
 
-For LEG / LEG-TV it also prints the seconds per image and the agreement with the reference of
-the report's ``fast`` preset, before this benchmark (least squares, 500 evaluations) and today.
+For LEG, LEG-TV and RelEx it also prints the seconds per image and the agreement with the
+reference of the report's ``fast`` preset, before this benchmark (LEG: least squares on 500
+evaluations; RelEx: 20 steps of 8 copies) and today.
 
 Usage: ``python benchmarks/bench_efficiency.py [--size 32|224] [--images N] [--methods ...]
 [--presets-only]``.
@@ -209,20 +210,27 @@ def summary(method: str, rows: list[dict]) -> None:
             print(f"  {r['variant']:28s} {mark}{passes:8.0f}   ratio to default {ratio}")
 
 
-#: The report's ``fast`` preset of LEG / LEG-TV on images above 64 x 64 before this benchmark
-#: (least squares on 500 evaluations, which defaults to an 8 x 8 grid), measured beside today's.
-LEG_FAST_BEFORE = {"n_samples": 500, "perturbations_per_eval": 100}
+#: The report's ``fast`` preset on images above 64 x 64 before this benchmark, measured beside
+#: today's: LEG / LEG-TV least squares on 500 evaluations (an 8 x 8 grid), RelEx 20 steps of 8
+#: noisy copies.
+FAST_BEFORE: dict[str, tuple[str, dict]] = {
+    "LEG": ("ols, 500", {"n_samples": 500, "perturbations_per_eval": 100}),
+    "LEGTV": ("ols, 500", {"n_samples": 500, "perturbations_per_eval": 100}),
+    "RelEx": ("20 steps x 8", {"n_iter": 20, "n_samples": 8}),
+}
+_CLASSES = {"LEG": (LEG, "LEG"), "LEGTV": (LEGTV, "LEG-TV"), "RelEx": (RelEx, "RelEx")}
 
 
 def preset_rows(method: str, model, x, y, ref: Tensor, seeds: tuple[int, ...]) -> None:
     """Seconds per image and agreement with ``ref`` of the report's presets of ``method``."""
     from captum_ext.report.methods import METHODS
 
-    spec = METHODS["LEG" if method == "LEG" else "LEG-TV"]
-    cls = LEG if method == "LEG" else LEGTV
+    cls, report_name = _CLASSES[method]
+    spec = METHODS[report_name]
+    label, before = FAST_BEFORE[method]
     runs: dict[str, Callable[[int], Tensor]] = {
-        "fast before (ols, 500)": lambda s: cls(model).attribute(
-            x, target=y, generator=gen(s), **LEG_FAST_BEFORE
+        f"fast before ({label})": lambda s: cls(model).attribute(
+            x, target=y, generator=gen(s), **before
         ),
         "fast (report today)": lambda s: spec.run(model, x, y, seed=s, preset="fast"),
     }
@@ -269,7 +277,8 @@ def main() -> None:
     p.add_argument(
         "--presets-only",
         action="store_true",
-        help="LEG / LEG-TV: only the reference and the report's fast preset, before and today",
+        help="LEG, LEG-TV, RelEx: only the reference and the report's fast preset, before and "
+        "today",
     )
     args = p.parse_args()
     count = args.images or (4 if args.size == 32 else 1)
@@ -290,6 +299,9 @@ def main() -> None:
                 continue
         elif method == "RelEx":
             ref, variants = relex_variants(model, x, y, cost)
+            preset_rows(method, model, x, y, ref, seeds)
+            if args.presets_only:
+                continue
         elif method == "CASO":
             caso_rows(model, x, y)
             continue

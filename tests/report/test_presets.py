@@ -8,23 +8,26 @@ import inspect
 import pytest
 import torch
 
+from captum_ext.attr._core.relex import PRESETS as RELEX_PRESETS
 from captum_ext.report.method_spec import resolve_kwargs
 from captum_ext.report.methods import METHODS
 
 
 @pytest.mark.parametrize(
-    ("name", "budget"), [("LEG", "n_samples"), ("LEG-TV", "n_samples"), ("RelEx", "n_iter")]
+    ("name", "budget"), [("LEG", "n_samples"), ("LEG-TV", "n_samples"), ("RelEx", "n_samples")]
 )
 def test_fast_uses_the_defaults_on_small_images_and_reduces_at_224(name, budget):
     spec = METHODS[name]
     default = inspect.signature(spec.build(torch.nn.Identity()).attribute).parameters[budget]
+    # None: the method's preset supplies it (RelEx)
+    limit = default.default if default.default is not None else RELEX_PRESETS["default"][budget]
     small = resolve_kwargs(spec, torch.zeros(2, 3, 32, 32), preset="fast", n_classes=10)
     large = resolve_kwargs(spec, torch.zeros(2, 3, 224, 224), preset="fast", n_classes=1000)
     assert budget not in small  # the method's own default applies
-    assert large[budget] < default.default
+    assert large[budget] < limit
     # --quick still overrides both
     quick = resolve_kwargs(spec, torch.zeros(2, 3, 32, 32), quick=True, preset="fast")
-    assert quick[budget] < default.default
+    assert quick[budget] < limit
 
 
 @pytest.mark.parametrize("name", ["LEG", "LEG-TV"])
