@@ -397,12 +397,7 @@ class LEGTV(_LEGBase):
                 separately), which needs ``C`` times the draws for the same grid.
             sampler: ``"random"`` (default: independent Gaussian draws) or ``"sobol"`` (a
                 scrambled Sobol sequence through the normal inverse CDF, quasi-Monte Carlo;
-                isotropic draws only). Every draw is marginally ``N(0, I)``, so the estimand
-                is the same. On a linear function of 16 cells the moment estimate's error at
-                4,096 draws falls to 0.003 (independent draws: 0.054), but on small_cnn's
-                16 x 16 grid it saves only 5-12 % of the model passes for a given agreement
-                with the reference (``benchmarks/bench_efficiency.py``): in 256 dimensions
-                the model's non-linearity, not the draws' unevenness, dominates the error.
+                isotropic draws only; the same estimand; measured in :meth:`LEG.attribute`).
 
         Returns:
             Signed attributions shaped like ``inputs`` (a tuple if ``inputs`` was a tuple).
@@ -498,12 +493,7 @@ class LEGTV(_LEGBase):
                 separately), which needs ``C`` times the draws for the same grid.
             sampler: ``"random"`` (default: independent Gaussian draws) or ``"sobol"`` (a
                 scrambled Sobol sequence through the normal inverse CDF, quasi-Monte Carlo;
-                isotropic draws only). Every draw is marginally ``N(0, I)``, so the estimand
-                is the same. On a linear function of 16 cells the moment estimate's error at
-                4,096 draws falls to 0.003 (independent draws: 0.054), but on small_cnn's
-                16 x 16 grid it saves only 5-12 % of the model passes for a given agreement
-                with the reference (``benchmarks/bench_efficiency.py``): in 256 dimensions
-                the model's non-linearity, not the draws' unevenness, dominates the error.
+                isotropic draws only; the same estimand; measured in :meth:`LEG.attribute`).
 
         Returns:
             One attribution (tensor or tuple, like ``inputs``) per ``K_L``, in the order given.
