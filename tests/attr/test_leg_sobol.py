@@ -87,3 +87,19 @@ def test_bad_sampler_arguments_name_the_argument(x):
         LEG(linear).attribute(x, n_samples=64, grid=(4, 4), sampler="halton")
     with pytest.raises(ValueError, match="sampler='sobol' needs covariance='isotropic'"):
         LEGTV(linear).attribute(x, n_samples=64, grid=(4, 4), sampler="sobol", covariance="tv")
+
+
+def test_sobol_dimension_limit_is_checked_before_any_model_pass():
+    calls = []
+
+    def f(t):
+        calls.append(1)
+        return t.flatten(1).sum(1)
+
+    big = torch.rand(1, 30, 28, 28)  # 30 channels x 784 cells > SobolEngine.MAXDIM = 21,201
+    with pytest.raises(ValueError, match="sampler='sobol' supports at most 21201"):
+        LEG(f).attribute(
+            big, n_samples=64, grid=(28, 28), channels="independent", estimator="moment",
+            sampler="sobol",
+        )  # fmt: skip
+    assert not calls

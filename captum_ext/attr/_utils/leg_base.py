@@ -171,6 +171,13 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     f"n_samples={cfg.n_samples}; raise n_samples, pass a coarser grid, or "
                     f"pass antithetic=False"
                 )
+        if cfg.sampler == "sobol":
+            dim = _n_coefficients(inputs, grids, cfg.channels)
+            if dim > SobolEngine.MAXDIM:
+                raise ValueError(
+                    f"sampler='sobol' supports at most {SobolEngine.MAXDIM} coefficients, got "
+                    f"{dim}; pass a coarser grid or sampler='random'"
+                )
         return grids
 
     @staticmethod
@@ -681,12 +688,7 @@ def _sobol_draws(
     space more evenly than independent draws, which lowers the variance of smooth averages.
     """
     rows = [_coefficient_rows(x, cfg.channels) * g[0] * g[1] for x, g in zip(inputs, grids)]
-    dim = sum(rows)
-    if dim > SobolEngine.MAXDIM:
-        raise ValueError(
-            f"sampler='sobol' supports at most {SobolEngine.MAXDIM} coefficients, got {dim}; "
-            "use a coarser grid or sampler='random'"
-        )
+    dim = sum(rows)  # at most SobolEngine.MAXDIM (checked before any model pass)
     half = 2 if cfg.antithetic else 1
     first, last = indices.start // half, (indices.stop - 1) // half
     engine = SobolEngine(dim, scramble=True, seed=seed % (2**31))
