@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "CLAIMS",
@@ -24,6 +24,7 @@ __all__ = [
     "Outcome",
     "Verdict",
     "claim",
+    "claim_figure",
     "run_claim",
     "verdict_from",
 ]
@@ -170,3 +171,33 @@ def names_or_all(names: Iterable[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown claim(s) {', '.join(unknown)}; known: {', '.join(CLAIMS)}")
     return out
+
+
+def claim_figure(
+    settings: ClaimSettings,
+    name: str,
+    draw: Callable[[Any], None],
+    figsize: tuple[float, float],
+    layout: Literal["constrained", "tight"] | None = None,
+) -> str | None:
+    """Draw ``draw(figure)`` on a plain matplotlib figure and save it as ``settings.out / name``.
+
+    The one figure writer of the experiments (atomic PNG via the report's ``save_figure``,
+    matplotlib imported only here and only when a figure is wanted).
+
+    Returns:
+        ``name`` (what :attr:`Outcome.figure` holds), or None, with nothing drawn, when
+        ``settings.out`` is None.
+    """
+    if settings.out is None:
+        return None
+    from matplotlib.figure import Figure
+
+    from captum_ext.report.plots import save_figure
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=figsize, layout=layout)
+    draw(fig)
+    save_figure(fig, out / name)
+    return name

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from torch.nn.utils import skip_init
 
 from captum_ext.attr import CAFO, CASO
 from captum_ext.benchmark import SyntheticShapes, saturated, train
-from captum_ext.claims._base import ClaimSettings, Outcome, claim, verdict_from
+from captum_ext.claims._base import ClaimSettings, Outcome, claim, claim_figure, verdict_from
 from captum_ext.metrics import energy_pointing_game, pointing_game
 from captum_ext.metrics.fidelity import deletion
 
@@ -155,20 +154,6 @@ def _first_correct(model: nn.Module, dataset: SyntheticShapes, count: int) -> tu
     return images[idx], labels[idx], masks[idx]
 
 
-def _save(settings: ClaimSettings, name: str, draw: Callable[[Any], None]) -> str | None:
-    """Draw a one-figure PNG into ``settings.out`` (nothing when it is ``None``)."""
-    if settings.out is None:
-        return None
-    import matplotlib.pyplot as plt
-
-    from captum_ext.report.plots import save_figure
-
-    fig = plt.figure(figsize=(9.0, 3.6), layout="constrained")
-    draw(fig)
-    save_figure(fig, Path(settings.out) / name)
-    return name
-
-
 # ------------------------------------------------------------------------------ Theorem 5
 def _spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Spearman's ``(rho, p)`` (scipy), ``(0, 1)`` where it is undefined (a constant input)."""
@@ -249,7 +234,7 @@ def _theorem5_figure(
         ax2.set_title("random ReLU MLP (Theorem 5)")
         ax2.legend()
 
-    return _save(settings, "caso_theorem5.png", draw)
+    return claim_figure(settings, "caso_theorem5.png", draw, (9.0, 3.6), layout="constrained")
 
 
 @claim(
@@ -471,7 +456,7 @@ def _localisation_figure(
             )
             ax.set_title(title, fontsize=9)
 
-    return _save(settings, "caso_localisation.png", draw)
+    return claim_figure(settings, "caso_localisation.png", draw, (9.0, 3.6), layout="constrained")
 
 
 @claim(

@@ -101,7 +101,7 @@ from captum_ext.calibration import (
     gpd_quantile,
     gpd_tail_prob,
 )
-from captum_ext.claims._base import ClaimSettings, Outcome, claim, verdict_from
+from captum_ext.claims._base import ClaimSettings, Outcome, claim, claim_figure, verdict_from
 
 __all__ = ["rank_concordance", "run_gpd_small_sample", "run_proposition1"]
 
@@ -121,17 +121,6 @@ def _log_uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: fl
     """Draws log-uniform in ``[lo, hi]``."""
     u = torch.rand(shape, generator=gen, dtype=torch.float64).numpy()
     return np.power(10.0, math.log10(lo) + u * (math.log10(hi) - math.log10(lo)))
-
-
-def _save(fig: Any, settings: ClaimSettings, name: str) -> str | None:
-    """Save ``fig`` as ``settings.out / name`` (None when no figure is wanted)."""
-    if settings.out is None:
-        return None
-    from captum_ext.report.plots import save_figure
-
-    settings.out.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, settings.out / name)
-    return name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,11 +223,13 @@ def _regime(regime: str, settings: ClaimSettings, gen: torch.Generator) -> dict[
 
 
 def _plot_proposition1(res: dict[str, dict[str, Any]], settings: ClaimSettings) -> str | None:
-    if settings.out is None:
-        return None
-    import matplotlib.pyplot as plt
+    return claim_figure(
+        settings, "evt_proposition1.png", lambda fig: _draw_proposition1(fig, res), (9, 4)
+    )
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+
+def _draw_proposition1(fig: Any, res: dict[str, dict[str, Any]]) -> None:
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, (regime, r) in zip(axes, res.items()):
         u = np.log10(r["u"]).ravel()[:3000]
         ax.scatter(
@@ -261,7 +252,6 @@ def _plot_proposition1(res: dict[str, dict[str, Any]], settings: ClaimSettings) 
         ax.set_ylim(-12, 0)
         ax.legend(fontsize=8, loc="lower right")
     axes[0].set_ylabel("log10 estimated tail probability")
-    return _save(fig, settings, "evt_proposition1.png")
 
 
 @claim(
@@ -422,16 +412,18 @@ def _cell(true_xi: float, n: int, reps: int, gen: torch.Generator) -> dict[str, 
 def _plot_small_sample(
     table: dict[str, list[float]], ns: list[int], settings: ClaimSettings
 ) -> str | None:
-    if settings.out is None:
-        return None
-    import matplotlib.pyplot as plt
+    return claim_figure(
+        settings, "gpd_small_sample.png", lambda fig: _draw_small_sample(fig, table, ns), (12, 9)
+    )
 
+
+def _draw_small_sample(fig: Any, table: dict[str, list[float]], ns: list[int]) -> None:
     rows = (
         ("p0.01_rmse", "RMSE rel. error of P at p=0.01", "log"),
         ("p0.1_within2", "share of fits with P within 2x of p=0.1", "linear"),
         ("q0.01_rmse", "RMSE rel. error of the p=0.01 quantile", "log"),
     )
-    fig, axes = plt.subplots(len(rows), len(TRUE_XI), figsize=(12, 9), sharex=True)
+    axes = fig.subplots(len(rows), len(TRUE_XI), sharex=True)
     for col, xi in enumerate(TRUE_XI):
         for row, (key, what, scale) in enumerate(rows):
             ax = axes[row, col]
@@ -443,7 +435,6 @@ def _plot_small_sample(
             if row == len(rows) - 1:
                 ax.set_xlabel("peaks n")
     axes[0, 0].legend(fontsize=7)
-    return _save(fig, settings, "gpd_small_sample.png")
 
 
 def _mean_over_xi(table: dict[str, list[float]], key: str, i: int) -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.functional import avg_pool2d
 
 from captum_ext.attr import LEG, LEGTV
-from captum_ext.claims._base import ClaimSettings, Outcome, claim, verdict_from
+from captum_ext.claims._base import ClaimSettings, Outcome, claim, claim_figure, verdict_from
 from captum_ext.metrics import map_similarities, model_randomization
 
 __all__ = [
@@ -199,17 +198,11 @@ def matching_samples(ns: list[int], errors: list[float], level: float) -> float 
 def _save(
     settings: ClaimSettings, name: str, draw: Callable[[Any], None], panels: int
 ) -> str | None:
-    if settings.out is None:
-        return None
-    from matplotlib.figure import Figure
-
-    from captum_ext.report.plots import save_figure
-
-    fig = Figure(figsize=(4.2 * panels, 3.4))
-    axes = fig.subplots(1, panels, squeeze=False)[0]
-    draw(axes)
-    save_figure(fig, Path(settings.out) / name)
-    return name
+    """``draw(axes)`` on one row of ``panels`` axes (4.2 x 3.4 in. each)."""
+    return claim_figure(
+        settings, name, lambda fig: draw(fig.subplots(1, panels, squeeze=False)[0]),
+        (4.2 * panels, 3.4),
+    )  # fmt: skip
 
 
 def _n_axis(ax: Any, ns: list[int]) -> None:

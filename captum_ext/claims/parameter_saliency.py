@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ from captum_ext.attr import ParameterSaliency
 from captum_ext.benchmark import SyntheticShapes, train
 from captum_ext.benchmark.shapes import DOMAINS
 from captum_ext.calibration import POTCalibration, ZScoreCalibration
-from captum_ext.claims._base import ClaimSettings, Outcome, claim, verdict_from
+from captum_ext.claims._base import ClaimSettings, Outcome, claim, claim_figure, verdict_from
 from captum_ext.evaluation import EditCurves, finetuning_curves, pruning_curves
 
 PAPER = "POT-saliency (Wang & Sato, arXiv 2310.17951)"
@@ -212,12 +212,7 @@ def _fmt_groups(shares: dict[str, float]) -> str:
     return ", ".join(f"{g} {v:.0f}%" for g, v in shares.items())
 
 
-def _plot_groups(rows: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    from captum_ext.report.plots import save_figure
-
-    fig = Figure(figsize=(5 * len(rows), 3.2))
+def _plot_groups(fig: Any, rows: dict[str, dict[str, dict[str, float]]]) -> None:
     for i, (model_name, shares) in enumerate(rows.items()):
         ax = fig.add_subplot(1, len(rows), i + 1)
         groups = list(shares["z-score"])
@@ -229,7 +224,6 @@ def _plot_groups(rows: dict[str, dict[str, dict[str, float]]], path: Path) -> No
         ax.set_ylabel("% of top-k filters")
         ax.set_title(f"{model_name}: blobs -> stripes", fontsize=9)
         ax.legend(fontsize=7)
-    save_figure(fig, path)
 
 
 @claim(
@@ -328,10 +322,10 @@ def pot_vs_zscore_layers(settings: ClaimSettings) -> Outcome:
         for m, sh in setup.paper_reference.items():
             tag = "zscore" if m == "z-score" else "pot"
             numbers[f"{model_name}_paper_reference_{tag}_shares"] = list(sh.values())
-    figure = None
-    if settings.out is not None:
-        figure = "pot_vs_zscore_layers.png"
-        _plot_groups(rows, Path(settings.out) / figure)
+    figure = claim_figure(
+        settings, "pot_vs_zscore_layers.png", lambda fig: _plot_groups(fig, rows),
+        (5 * len(rows), 3.2),
+    )  # fmt: skip
     ours = "; ".join(
         f"{m} (top-{TOP_K[m]}, {n_wrong[m]} misclassified): "
         f"z-score {_fmt_groups(s['z-score'])} | POT {_fmt_groups(s['POT'])}"
@@ -452,12 +446,7 @@ def _edit_row(setup: ShiftSetup, settings: ClaimSettings, n_max: int) -> dict[st
     return out
 
 
-def _plot_edits(rows: dict[str, dict[str, dict]], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    from captum_ext.report.plots import save_figure
-
-    fig = Figure(figsize=(8, 2.8 * len(rows)), layout="constrained")
+def _plot_edits(fig: Any, rows: dict[str, dict[str, dict]]) -> None:
     for i, (model_name, res) in enumerate(rows.items()):
         for j, proto in enumerate(("pruning", "one-step fine-tuning")):
             ax = fig.add_subplot(len(rows), 2, 2 * i + j + 1)
@@ -467,7 +456,6 @@ def _plot_edits(rows: dict[str, dict[str, dict]], path: Path) -> None:
             ax.set_ylabel("% corrected")
             ax.set_title(f"{model_name}: {proto}", fontsize=9)
             ax.legend(fontsize=7)
-    save_figure(fig, path)
 
 
 @claim(
@@ -548,10 +536,10 @@ def filter_editing(settings: ClaimSettings) -> Outcome:
                 for key, v in r[proto].items():
                     numbers[f"{model_name}_{tag}_{proto}_{key}"] = v
             numbers[f"{model_name}_{tag}_grad_mass"] = r["grad_mass"]
-    figure = None
-    if settings.out is not None:
-        figure = "filter_editing.png"
-        _plot_edits(rows, Path(settings.out) / figure)
+    figure = claim_figure(
+        settings, "filter_editing.png", lambda fig: _plot_edits(fig, rows),
+        (8, 2.8 * len(rows)), layout="constrained",
+    )  # fmt: skip
     ours = "; ".join(
         f"{mn}: corrected after pruning / fine-tuning: "
         + ", ".join(

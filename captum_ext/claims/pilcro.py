@@ -17,16 +17,14 @@ the literal sum collapses training) is derived in :func:`run_training`'s docstri
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_ext.benchmark import SyntheticShapes, small_cnn, train
-from captum_ext.claims._base import ClaimSettings, Outcome, claim, verdict_from
+from captum_ext.claims._base import ClaimSettings, Outcome, claim, claim_figure, verdict_from
 from captum_ext.losses import PILCRO
 from captum_ext.metrics.landscape import (
     importance_landscape,
@@ -108,23 +106,6 @@ def _landscape(model: nn.Module, images: Tensor, seed: int) -> Tensor:
     return importance_landscape(model, images, generator=torch.Generator().manual_seed(seed))
 
 
-def _save(settings: ClaimSettings, name: str, draw: Callable) -> str | None:
-    """Draw ``draw(figure)`` on a plain matplotlib figure into ``settings.out / name``.
-
-    Returns the file name, or ``None`` (nothing drawn) when ``settings.out`` is None.
-    """
-    if settings.out is None:
-        return None
-    from matplotlib.figure import Figure
-
-    from captum_ext.report.plots import save_figure
-
-    fig = Figure(figsize=(10.0, 3.2))
-    draw(fig)
-    save_figure(fig, Path(settings.out) / name)
-    return name
-
-
 # --------------------------------------------------------------------------------------------
 # Claim 1: the landscape at initialisation is centre-peaked
 # --------------------------------------------------------------------------------------------
@@ -201,7 +182,7 @@ def run_initial_landscape(settings: ClaimSettings) -> Outcome:
             f"noise mean {_mean(noise_ratio):.3f})"
         )
     mean_init = torch.stack(noise_maps).mean(0)
-    figure = _save(
+    figure = claim_figure(
         settings,
         "pilcro_initial_landscape.png",
         lambda fig: _plot_landscapes(
@@ -209,6 +190,7 @@ def run_initial_landscape(settings: ClaimSettings) -> Outcome:
             [torch.stack(shapes_maps).mean(0), mean_init, trained_map],
             ["init, shapes (mean)", "init, noise (mean)", "trained, shapes"],
         ),
+        (10.0, 3.2),
     )
     return Outcome(
         paper_value=(
@@ -542,7 +524,9 @@ def _training_outcome(settings: ClaimSettings, runs: dict, ratios: dict) -> Outc
         if not ok
     ]
     why = _why(failed, ratios, runs) if verdict != "holds" else ""
-    figure = _save(settings, "pilcro_training.png", lambda fig: _plot_training(fig, runs))
+    figure = claim_figure(
+        settings, "pilcro_training.png", lambda fig: _plot_training(fig, runs), (10.0, 3.2)
+    )
     return Outcome(
         paper_value=(
             "Table 1 (CIFAR-100, ResNet-50): ¶t alpha=10 top-1 0.7041 vs 0.6825, TV 0.00094 vs "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,14 @@ from torch import Tensor, nn
 
 from captum_ext.attr import RelEx
 from captum_ext.benchmark import SyntheticShapes, train
-from captum_ext.claims._base import ClaimSettings, Outcome, Verdict, claim, verdict_from
+from captum_ext.claims._base import (
+    ClaimSettings,
+    Outcome,
+    Verdict,
+    claim,
+    claim_figure,
+    verdict_from,
+)
 from captum_ext.metrics.fidelity import deletion, insertion, preservation
 from captum_ext.metrics.robustness import rank_correlation, topk_intersection
 
@@ -171,13 +179,13 @@ def stability_verdict(numbers: dict) -> tuple[Verdict, list[str], list[str]]:
 
 
 def _stability_figure(numbers: dict, settings: ClaimSettings, name: str) -> str | None:
-    if settings.out is None:
-        return None
-    import matplotlib.pyplot as plt
+    return claim_figure(
+        settings, name, lambda fig: _draw_stability(fig, numbers), (9, 3.2), layout="tight"
+    )
 
-    from captum_ext.report.plots import save_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+def _draw_stability(fig: Any, numbers: dict) -> None:
+    axes = fig.subplots(1, 2)
     pos = np.arange(len(METHODS))
     for ax, metric, label in zip(axes, ("topk", "spearman"), ("top-10% intersection", "Spearman")):
         ax.bar(pos - 0.2, [numbers[f"{metric}_{m}"] for m in METHODS], 0.4, label="attacked")
@@ -187,9 +195,6 @@ def _stability_figure(numbers: dict, settings: ClaimSettings, name: str) -> str 
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{label}, clean vs PGD {EPSILON * 255:.0f}/255", fontsize=9)
     axes[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    save_figure(fig, settings.out / name)
-    return name
 
 
 @claim(
@@ -350,14 +355,14 @@ def fidelity_verdict(numbers: dict) -> tuple[Verdict, bool, bool]:
 
 
 def _fidelity_figure(curves: dict[str, dict[str, Tensor]], settings: ClaimSettings) -> str | None:
-    if settings.out is None:
-        return None
-    import matplotlib.pyplot as plt
+    return claim_figure(
+        settings, "relex_fidelity.png", lambda fig: _draw_fidelity(fig, curves), (11, 3.2),
+        layout="tight",
+    )  # fmt: skip
 
-    from captum_ext.report.plots import save_figure
 
-    name = "relex_fidelity.png"
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
+def _draw_fidelity(fig: Any, curves: dict[str, dict[str, Tensor]]) -> None:
+    axes = fig.subplots(1, 3)
     for ax, kind in zip(axes, ("deletion", "preservation", "insertion")):
         for method, by_kind in curves.items():
             mean = by_kind[kind].mean(0).numpy()
@@ -366,9 +371,6 @@ def _fidelity_figure(curves: dict[str, dict[str, Tensor]], settings: ClaimSettin
         ax.set_xlabel("fraction of pixels", fontsize=8)
     axes[0].set_ylabel("softmax of the predicted class", fontsize=8)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, settings.out / name)
-    return name
 
 
 def object_auroc(gray: Tensor, objects: Tensor) -> float:

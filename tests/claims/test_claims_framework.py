@@ -7,6 +7,7 @@ import types
 import pytest
 
 from captum_ext.claims import CLAIMS, ClaimResult, ClaimSettings, Outcome, claim, run_claim
+from captum_ext.claims._base import claim_figure
 from captum_ext.claims.page import claims_html, verdict_counts, write_page
 from captum_ext.claims.results import RESULTS_FILE, load_results, save_results
 from captum_ext.cli import main
@@ -189,3 +190,18 @@ def test_claim_result_dict_flattens_the_outcome():
         "ours": "0.8", "verdict": "holds", "rule": "ours > 0.5", "why": "", "numbers": {"a": 1.0},
         "figure": None,
     }  # fmt: skip
+
+
+def test_claim_figure_draws_only_when_a_folder_is_given(tmp_path):
+    drawn = []
+
+    def draw(fig):
+        drawn.append(fig)
+        fig.subplots(1, 2)[0].plot([0, 1], [1, 0])
+
+    assert claim_figure(ClaimSettings(), "a.png", draw, (4, 3)) is None
+    assert drawn == []
+    out = tmp_path / "new" / "folder"
+    name = claim_figure(ClaimSettings(out=out), "a.png", draw, (4, 3), layout="tight")
+    assert name == "a.png" and len(drawn) == 1
+    assert (out / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
