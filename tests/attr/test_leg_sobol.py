@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_leg_stein import cell_truth, gen
 
 from captum_ext.attr import LEG, LEGTV
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.fixture
@@ -31,16 +28,8 @@ def linear(t: torch.Tensor) -> torch.Tensor:
     return (t * W).flatten(1).sum(1)
 
 
-def cell_truth(x: torch.Tensor, cell: int = 2) -> torch.Tensor:
-    """LEG's per-pixel output for ``linear`` on ``cell`` x ``cell`` cells, shared channels."""
-    n, c, h, w = x.shape
-    cells = W.sum(0).reshape(h // cell, cell, w // cell, cell).sum((1, 3))
-    up = (cells / (cell * cell * c)).repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    return up.expand(n, c, h, w)
-
-
 def rel_err(sampler: str, x: torch.Tensor, n: int, seeds=range(4)) -> float:
-    truth = cell_truth(x)
+    truth = cell_truth(W.expand_as(x))
     errs = []
     for s in seeds:
         a = LEG(linear).attribute(
@@ -79,7 +68,7 @@ def test_sobol_antithetic_pairs_and_legtv(x):
     a = LEGTV(linear).attribute(
         x, n_samples=64, grid=(4, 4), sampler="sobol", K_L=0.0, generator=gen(2)
     )
-    torch.testing.assert_close(a, cell_truth(x), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a, cell_truth(W.expand_as(x)), atol=1e-5, rtol=1e-4)
 
 
 def test_bad_sampler_arguments_name_the_argument(x):

@@ -153,8 +153,8 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         # a perturbed gradient informs every cell, so the grid does not follow n_samples there
         budget = STEIN_GRID_SAMPLES if cfg.estimator == "stein" else cfg.n_samples
         grids = _resolve_grids(cfg.grid, inputs, budget, cfg.channels)
+        k = _n_coefficients(inputs, grids, cfg.channels)
         if cfg.estimator == "ols":
-            k = _n_coefficients(inputs, grids, cfg.channels)
             if cfg.n_samples < k + 2:
                 raise ValueError(
                     f"estimator='ols' needs n_samples >= {k + 2} (one intercept and {k} "
@@ -171,13 +171,11 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     f"n_samples={cfg.n_samples}; raise n_samples, pass a coarser grid, or "
                     f"pass antithetic=False"
                 )
-        if cfg.sampler == "sobol":
-            dim = _n_coefficients(inputs, grids, cfg.channels)
-            if dim > SobolEngine.MAXDIM:
-                raise ValueError(
-                    f"sampler='sobol' supports at most {SobolEngine.MAXDIM} coefficients, got "
-                    f"{dim}; pass a coarser grid or sampler='random'"
-                )
+        if cfg.sampler == "sobol" and k > SobolEngine.MAXDIM:
+            raise ValueError(
+                f"sampler='sobol' supports at most {SobolEngine.MAXDIM} coefficients, got {k}; "
+                "pass a coarser grid or sampler='random'"
+            )
         return grids
 
     @staticmethod
