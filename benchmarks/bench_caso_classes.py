@@ -13,10 +13,14 @@ script measures, in the same run and per image:
   Gaussian vectors and the gradient; a Frobenius-like measure that counts every dropped
   direction) and of the gradient;
 - for ``--hvp-images`` images, the whole ``CASO`` call with ``hessian="closed_form"`` (default
-  tol) against ``hessian="hvp"`` (the default route): seconds, ratio to Saliency, and the
-  cosine between the two maps.
+  tol), ``hessian="hvp"`` and the default ``hessian="auto"`` (closed form where a check against
+  double backward passes): seconds, ratio to Saliency, and the cosine with the ``hvp`` map;
+- the cost of one Hessian-vector product per vector, in Saliency calls, by double backward
+  through a retained graph (CASO's ``hvp`` route) and by forward-over-reverse
+  (``torch.func.jvp`` of ``torch.func.grad``), for 1 and 8 vectors.
 
-Goal (issue 18): within 1e-4 (relative) of the full closed form at <= 5x Saliency's time.
+Goals (issue 18): within 1e-4 (relative) of the full closed form at <= 5x Saliency's time;
+the ``hvp`` route at <= 120x Saliency.
 
 Usage: ``python benchmarks/bench_caso_classes.py [--images 4] [--tols 1e-3,1e-4,1e-6]
 [--hvp-images 1]``.
@@ -30,6 +34,7 @@ import time
 import torch
 import torch.nn.functional as F
 from captum.attr import Saliency
+from torch.func import functional_call, grad, jvp
 
 from captum_ext.attr import CASO
 from captum_ext.attr._utils.context_aware import _scaled_cross_entropy
@@ -105,12 +110,48 @@ def main() -> None:
     for i in range(args.hvp_images):
         x, y = images[i : i + 1], labels[i : i + 1]
         _, t_sal = seconds(saliency, model, x, y)
-        cf, t_cf = seconds(CASO(model).attribute, x, y, hessian="closed_form")
-        hvp, t_hvp = seconds(CASO(model).attribute, x, y, hessian="hvp")
-        cos = float(F.cosine_similarity(cf.flatten(1), hvp.flatten(1)))
-        print(f"CASO image {i}: closed_form {t_cf:.1f} s ({t_cf / t_sal:.0f}x Saliency), "
-              f"hvp {t_hvp:.1f} s ({t_hvp / t_sal:.0f}x), ratio {t_hvp / t_cf:.1f}, "
-              f"cosine {cos:.4f}")  # fmt: skip
+        maps, secs = {}, {}
+        for route in ("hvp", "closed_form", "auto"):
+            gen = torch.Generator().manual_seed(0)
+            maps[route], secs[route] = seconds(
+                CASO(model).attribute, x, y, hessian=route, generator=gen
+            )
+        for route in ("hvp", "closed_form", "auto"):
+            cos = float(F.cosine_similarity(maps[route].flatten(1), maps["hvp"].flatten(1)))
+            print(f"CASO image {i} hessian={route!r}: {secs[route]:.2f} s "
+                  f"({secs[route] / t_sal:.0f}x Saliency), cosine with hvp {cos:.5f}")  # fmt: skip
+        print(f"CASO image {i}: default (auto) {secs['hvp'] / secs['auto']:.1f}x faster than hvp")
+    product_costs(model, images[:1], labels[:1])
+
+
+def product_costs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Seconds per vector of one Hessian-vector product, as multiples of one Saliency call."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    t_sal = min(seconds(saliency, model, x, y)[1] for _ in range(3))
+    for k in (1, 8):
+        xk = x.expand(k, *x.shape[1:]).clone().requires_grad_(True)
+        yk = y.expand(k)
+        v = torch.randn(xk.shape, generator=torch.Generator().manual_seed(0))
+        loss = F.cross_entropy(model(xk), yk, reduction="sum")
+        (g,) = torch.autograd.grad(loss, xk, create_graph=True)
+
+        def double_backward(g=g, xk=xk, v=v):
+            return torch.autograd.grad(g, xk, v, retain_graph=True)[0]
+
+        def loss_of(z, yk=yk):
+            logits = functional_call(model, (params, buffers), (z,))
+            return F.cross_entropy(logits, yk, reduction="sum")
+
+        def forward_over_reverse(xk=xk, v=v):
+            return jvp(grad(loss_of), (xk.detach(),), (v,))[1]
+
+        t_db = min(seconds(double_backward)[1] for _ in range(2))
+        t_fr = min(seconds(forward_over_reverse)[1] for _ in range(2))
+        diff = float((double_backward() - forward_over_reverse()).norm() / double_backward().norm())
+        print(f"HVP, {k} vector(s): double backward {t_db / t_sal / k:.2f} Saliency calls per "
+              f"vector, forward-over-reverse {t_fr / t_sal / k:.2f} (ratio {t_fr / t_db:.2f}; "
+              f"relative difference {diff:.1e})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,10 +16,6 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 from captum_ext.attr import CAFO, CASO, LEG, LEGTV, RelEx
 from captum_ext.report.method_spec import MethodSpec, by_name
 
-#: Above this many classes CASO uses Hessian-vector products: the closed form needs one model
-#: pass per class.
-CLOSED_FORM_MAX_CLASSES = 32
-
 
 def _occlusion_window(x: torch.Tensor) -> int:
     """Occlusion window side: 1/7 of the image side (32 px at 224), at least 4 px."""
@@ -36,21 +32,11 @@ def _occlusion(x: torch.Tensor, stride_fraction: int) -> dict:
     }
 
 
-def _caso_hessian(n_classes: int) -> str:
-    return "closed_form" if n_classes <= CLOSED_FORM_MAX_CLASSES else "hvp"
-
-
-def _caso_fast(n_classes: int) -> dict:
-    """Fewer model passes where each costs one (Hessian-vector products); closed form as is.
-
-    On ResNet-18 at 224 x 224 (1,000 classes, so the ``hvp`` route) this keeps the largest value
-    of the map while cutting the Hessian-vector products;
-    ``benchmarks/bench_report_presets.py --methods CASO`` times the ``fast`` and ``paper``
-    presets.
-    """
-    if _caso_hessian(n_classes) == "closed_form":
-        return {}
-    return {"max_halvings": 6, "n_iter": 5, "power_iter": 5}
+#: CASO's ``fast`` settings. Its default ``hessian="auto"`` takes the closed form where it is exact
+#: (ReLU networks): then the iterations are matmuls and these cost little quality and save
+#: little time; where the Hessian-vector route runs (smooth networks, or a flat softmax over many
+#: classes such as random weights) each iteration costs about two Saliency passes per lambda1.
+CASO_FAST = {"max_halvings": 6, "n_iter": 5, "power_iter": 5}
 
 
 #: Images of at most this many pixels (64 x 64) get the methods' own defaults under ``fast``:
@@ -218,16 +204,12 @@ METHODS: dict[str, MethodSpec] = by_name(
         MethodSpec(
             "CASO",
             CASO,
-            # piecewise-linear models with few classes: the closed-form Hessian is exact and cheap
-            kwargs=lambda x, k: {"hessian": _caso_hessian(k)},
-            presets={
-                "fast": lambda x, k: _caso_fast(k),
-                "paper": {"lambda1_rule": "paper"},
-            },
+            # hessian="auto" (CASO's default): the closed form where it is exact (ReLU nets),
+            # double backward elsewhere, so no setting depends on the number of classes
+            presets={"fast": CASO_FAST, "paper": {"lambda1_rule": "paper"}},
             notes={
-                "fast": f"closed-form Hessian up to {CLOSED_FORM_MAX_CLASSES} classes; beyond, "
-                "Hessian-vector products with 5 FISTA steps, 5 power iterations and 6 refinement "
-                "steps of lambda1 (defaults 10, 10, 20)",
+                "fast": "5 FISTA steps, 5 power iterations and 6 refinement steps of lambda1 "
+                "(defaults 10, 10, 20), which matter where the Hessian-vector route runs",
                 "paper": "10 FISTA steps, 10 power iterations, lambda1 from the paper's "
                 "factor-10 grid",
             },
@@ -237,9 +219,9 @@ METHODS: dict[str, MethodSpec] = by_name(
         MethodSpec(
             "SmoothCASO",
             CASO,
-            kwargs=lambda x, k: {"hessian": _caso_hessian(k), "stdevs": 0.15},
+            kwargs={"stdevs": 0.15},
             presets={
-                "fast": lambda x, k: {"n_samples": 4, **_caso_fast(k)},
+                "fast": {"n_samples": 4, **CASO_FAST},
                 "paper": {"n_samples": 50, "lambda1_rule": "paper"},
             },
             quick_kwargs={"n_samples": 2},

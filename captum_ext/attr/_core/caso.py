@@ -22,6 +22,7 @@ from captum_ext.attr._utils.context_aware import (
     normalise_gradient,
 )
 from captum_ext.attr._utils.fista import fista, power_iteration, soft_threshold
+from captum_ext.attr._utils.hessian_choice import Operator, choose_hessian
 from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian, check_hessian_tol
 
 __all__ = ["CAFO", "CASO"]
@@ -196,8 +197,18 @@ class CASO(ContextAware):
     example by the sparsity-ratio rule of Sec. 4.1, all grid values solved as one batch.
     ``H`` is never materialised:
 
-    - ``hessian="hvp"`` (default): exact Hessian-vector products by double backward through a
-      retained gradient graph, for any twice-differentiable model.
+    - ``hessian="auto"`` (default): the closed form below for each example where it gives the
+      exact product (checked on one vector against double backward: relative difference at
+      most 1e-3, true of ReLU networks), double backward elsewhere, and double backward for all
+      when the closed form would keep more than 64 logit directions (a flat softmax).
+      ``last_info["closed_form"]`` says which examples used the closed form and
+      ``["hessian_check"]`` the measured difference. The check costs one gradient graph and one
+      product, which double backward reuses.
+    - ``hessian="hvp"``: exact Hessian-vector products by double backward through a
+      retained gradient graph, for any twice-differentiable model. Each product costs about
+      two Saliency passes per vector (forward-over-reverse ``torch.func.jvp`` of ``grad`` costs
+      about four on ResNet-18 at 224 x 224 on a CPU), and the default lambda1 rule makes
+      about 100 of them: ~200x Saliency's time.
     - ``hessian="closed_form"``: ``H = J^T A J`` with ``J`` the logit Jacobian and ``A`` the
       loss Hessian in the logits (``diag(p) - p p^T`` for cross-entropy; Prop. 1), after which
       no power or FISTA iteration, for any ``lambda1``, needs a model pass. Exact for
@@ -205,7 +216,7 @@ class CASO(ContextAware):
       is the Gauss-Newton approximation of ``H``. Only the leading eigen-directions of ``A``
       are kept (``hessian_tol``): ``k + 1`` gradient passes instead of one per class, with
       ``k = 1-6`` on the 1,000-class benchmark ResNet-18 at 224 x 224 (4-10x Saliency's
-      time, against 270-540x for all classes and ~100x for ``"hvp"``). A model unsure among
+      time, against 270-540x for all classes and ~200x for ``"hvp"``). A model unsure among
       many classes (a flat softmax, e.g. random weights) has a flat spectrum and keeps up to
       ``C`` directions. Memory ``N * n * k * d`` numbers (``n`` Smooth copies).
 
@@ -228,7 +239,8 @@ class CASO(ContextAware):
     surrogate ``g^T D + 1/2 D^T H D`` used by the rule), ``top_eigenvalue``,
     ``lambda2_raised`` (a user ``lambda2 <= L/2`` replaced by ``L/2 + c1``), the int ``n_hvp``
     (batched Hessian-vector products), the bool ``indefinite`` (power iteration saw a
-    negative eigenvalue) and, with ``hessian="closed_form"``, the int ``hessian_rank``.
+    negative eigenvalue), with the closed form the int ``hessian_rank`` and, with
+    ``hessian="auto"``, the per-example ``closed_form`` and ``hessian_check`` (see above).
 
     Args:
         forward_func: Model returning logits ``(N, C)``.
@@ -237,7 +249,7 @@ class CASO(ContextAware):
 
     Examples:
         >>> caso = CASO(model)
-        >>> attr = caso.attribute(images, target=labels, hessian="closed_form")
+        >>> attr = caso.attribute(images, target=labels)
         >>> smooth = caso.attribute(images, target=labels, n_samples=50, stdevs=0.15)
     """
 
@@ -256,7 +268,7 @@ class CASO(ContextAware):
         lr: float = 0.1,
         backtrack: float = 0.5,
         power_iter: int = 10,
-        hessian: str = "hvp",
+        hessian: str = "auto",
         hessian_tol: float | None = 1e-4,
         step: str = "fixed",
         monotone: bool = False,
@@ -303,10 +315,10 @@ class CASO(ContextAware):
             lr: First trial step of every FISTA iteration with ``step="backtrack"``.
             backtrack: Step decay per failed sufficient-decrease test, in (0, 1).
             power_iter: Power iterations for the top Hessian eigenvalue.
-            hessian: ``"hvp"`` or ``"closed_form"`` (see the class docstring).
-            hessian_tol: With ``hessian="closed_form"``: eigen-directions of the loss Hessian
-                in the logits whose eigenvalue is below this fraction of the largest are
-                dropped (``None``: every class, ``C`` gradient passes). On the 224 x 224
+            hessian: ``"auto"``, ``"hvp"`` or ``"closed_form"`` (see the class docstring).
+            hessian_tol: With ``hessian="closed_form"`` or ``"auto"``: eigen-directions of
+                the loss Hessian in the logits whose eigenvalue is below this fraction of the
+                largest are dropped (``None``: every class, ``C`` gradient passes). On the 224 x 224
                 benchmark ResNet-18 (1,000 classes, 4 test images) the default ``1e-4`` keeps
                 1-6 directions, 0.3-0.4 s instead of 19-23 s for every class, and the Hessian
                 is within 1.6e-5 (relative, operator norm) of the full closed form on three
@@ -378,8 +390,10 @@ class CASO(ContextAware):
             raise ValueError(f"lr must be a float > 0, got {options['lr']!r}")
         if not (isinstance(options["backtrack"], (int, float)) and 0 < options["backtrack"] < 1):
             raise ValueError(f"backtrack must be a float in (0, 1), got {options['backtrack']!r}")
-        if options["hessian"] not in ("hvp", "closed_form"):
-            raise ValueError(f"hessian must be 'hvp' or 'closed_form', got {options['hessian']!r}")
+        if options["hessian"] not in ("auto", "hvp", "closed_form"):
+            raise ValueError(
+                f"hessian must be 'auto', 'hvp' or 'closed_form', got {options['hessian']!r}"
+            )
         check_hessian_tol(options["hessian_tol"])
         if options["step"] not in ("backtrack", "fixed"):
             raise ValueError(f"step must be 'backtrack' or 'fixed', got {options['step']!r}")
@@ -390,17 +404,7 @@ class CASO(ContextAware):
     def _solver(
         self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
-        raw: ClosedFormHessian | AutogradHessian
-        if options["hessian"] == "closed_form":
-            raw = ClosedFormHessian(
-                ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"],
-                options["internal_batch_size"], ctx["weights"], tol=options["hessian_tol"],
-            )  # fmt: skip
-        else:
-            raw = AutogradHessian(
-                ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"],
-                options["internal_batch_size"], ctx["weights"],
-            )  # fmt: skip
+        raw, auto_info = _operator(ctx, options)
         g, unit = normalise_gradient(raw.gradient())
         ctx["g"], ctx["unit"] = g, unit
         op = _Normalised(raw, unit)
@@ -419,6 +423,7 @@ class CASO(ContextAware):
         }
         if isinstance(raw, ClosedFormHessian):
             info["hessian_rank"] = raw.rank
+        info.update(auto_info)
         first = [True]
         subsets: dict[tuple[int, ...], Any] = {}
 
@@ -447,6 +452,21 @@ class CASO(ContextAware):
             return res.b, q
 
         return solve, info
+
+
+def _operator(ctx: dict[str, Any], options: dict[str, Any]) -> tuple[Operator, dict[str, Any]]:
+    """The Hessian operator ``options["hessian"]`` names, and what ``"auto"`` chose."""
+    args = (ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"])
+    rows, weights, tol = options["internal_batch_size"], ctx["weights"], options["hessian_tol"]
+    if options["hessian"] == "closed_form":
+        return ClosedFormHessian(*args, rows, weights, tol=tol), {}
+    if options["hessian"] == "hvp":
+        return AutogradHessian(*args, rows, weights), {}
+    choice = choose_hessian(*args, rows, weights, tol)
+    info: dict[str, Any] = {"closed_form": choice.closed_form, "hessian_check": choice.check_error}
+    if bool(choice.closed_form.any()):
+        info["hessian_rank"] = choice.rank
+    return choice.operator, info
 
 
 def _top_eigenvalue(

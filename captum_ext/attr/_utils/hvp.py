@@ -71,6 +71,14 @@ def _chunks(total: int, size: int | None) -> list[tuple[int, int]]:
     return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
 
 
+class RankExceeded(Exception):
+    """:class:`ClosedFormHessian` would keep more logit directions than its ``max_rank``."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"the closed form would keep {rank} logit directions")
+        self.rank = rank
+
+
 class _Base:
     """Shared layout: base points ``xs`` ``(N, n, d)``, targets ``(N,)``, copy weights ``(N, n)``.
 
@@ -250,6 +258,8 @@ class ClosedFormHessian(_Base):
         weights: See :class:`_Base`.
         tol: ``None`` (every class) or the relative eigenvalue below which a direction of
             ``A`` is dropped, in ``[0, 1)``.
+        max_rank: Raise :class:`RankExceeded` (after one forward pass, before any backward
+            pass) when a chunk would keep more directions than this; ``None``: no limit.
     """
 
     def __init__(
@@ -261,6 +271,7 @@ class ClosedFormHessian(_Base):
         max_rows: int | None = None,
         weights: Tensor | None = None,
         tol: float | None = None,
+        max_rank: int | None = None,
     ) -> None:
         super().__init__(row_logits, loss_fn, xs, target, max_rows, weights)
         check_hessian_tol(tol)
@@ -272,6 +283,8 @@ class ClosedFormHessian(_Base):
         for s, e in _chunks(x_all.shape[0], max_rows):
             w = None if w_all is None else w_all[s:e]
             x, logits, gz, basis, a = self._logit_problem(x_all[s:e], ex_all[s:e], w)
+            if max_rank is not None and basis.shape[2] > max_rank:
+                raise RankExceeded(int(basis.shape[2]))
             j, g = self._products(x, logits, gz, basis)
             jac.append(j)
             hess.append(a)
@@ -325,17 +338,9 @@ class ClosedFormHessian(_Base):
         if w is not None:
             loss = loss * w.to(loss.dtype)
         (gz,) = torch.autograd.grad(loss.sum(), z, create_graph=True)
-        n_cls = z.shape[1]
-        cols = []
-        for k in range(n_cls):
-            if gz.requires_grad:
-                (ak,) = torch.autograd.grad(
-                    gz[:, k].sum(), z, retain_graph=k < n_cls - 1, allow_unused=True
-                )
-            else:
-                ak = None
-            cols.append(torch.zeros_like(z) if ak is None else ak)
-        a = torch.stack(cols, 2).detach()
+        if not gz.requires_grad:  # a loss linear in the logits: A = 0
+            return gz.detach(), torch.zeros(*z.shape, z.shape[1], dtype=z.dtype, device=z.device)
+        a = _logit_hessian_columns(gz, z).detach()
         return gz.detach(), 0.5 * (a + a.transpose(1, 2))
 
     def _products(
@@ -387,3 +392,33 @@ class ClosedFormHessian(_Base):
         """The averaged Hessians as dense ``(N, d, d)`` matrices (for tests, small ``d``)."""
         eye = torch.eye(self.dim, dtype=self.jacobian.dtype, device=self.jacobian.device)
         return self(eye.expand(self.n_examples, self.dim, self.dim).contiguous())
+
+
+#: Numbers per batched backward over the logits when building ``A`` (columns x rows x classes).
+_HESSIAN_BLOCK_NUMBERS = 1 << 24
+
+
+def _logit_hessian_columns(gz: Tensor, z: Tensor) -> Tensor:
+    """``(R, C, C)`` with ``[:, :, k] = d gz[:, k] / dz``: columns in vmapped backward passes.
+
+    ``autograd.grad(..., is_grads_batched=True)`` computes a block of columns per call (one
+    vmapped pass over the small logits-to-loss graph instead of one Python-level pass per
+    class); a ``loss_fn`` that ``vmap`` cannot batch gets the column-by-column loop.
+    """
+    rows, n_cls = z.shape
+    block = max(1, min(n_cls, _HESSIAN_BLOCK_NUMBERS // max(1, rows * n_cls)))
+    eye = torch.eye(n_cls, dtype=z.dtype, device=z.device)
+    cols = []
+    try:
+        for s in range(0, n_cls, block):
+            e = eye[s : s + block, None, :].expand(-1, rows, n_cls)
+            (ak,) = torch.autograd.grad(
+                gz, z, e, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+            cols.append(torch.zeros_like(e) if ak is None else ak)
+    except RuntimeError:  # an operation without a batching rule
+        cols = []
+        for k in range(n_cls):
+            (ak,) = torch.autograd.grad(gz[:, k].sum(), z, retain_graph=True, allow_unused=True)
+            cols.append((torch.zeros_like(z) if ak is None else ak)[None])
+    return torch.cat(cols).permute(1, 2, 0)
