@@ -260,6 +260,51 @@ def test_show_progress(capsys):
     assert "CASO attribution: 100%" in err and "CAFO attribution: 100%" in err
 
 
+class _Concave(nn.Module):
+    """Logits ``(-||x||^2, sum x)``: the loss ``"logit"`` of class 0 has Hessian ``-2 I``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([-(x**2).sum(1), x.sum(1)], 1)
+
+
+def _spy_bars(monkeypatch) -> list:
+    """Every bar CAFO/CASO create, with its total at creation: ``[(bar, total), ...]``."""
+    import captum_ext.attr._utils.context_aware as context_aware
+
+    made: list = []
+    real = context_aware.progress
+
+    def spy(*args, **kwargs):
+        bar = real(*args, **kwargs)
+        made.append((bar, bar.total))
+        return bar
+
+    monkeypatch.setattr(context_aware, "progress", spy)
+    return made
+
+
+@pytest.mark.parametrize(
+    "case", ["refine", "paper", "indefinite", "fixed_lambda1", "lambda1_path", "cafo"]
+)
+def test_progress_bar_total_is_fixed_at_creation_and_reached_exactly(monkeypatch, case):
+    # the bar once grew its total per solve and ran past it ("20/20 100%", then "21it")
+    made = _spy_bars(monkeypatch)
+    model, x = tiny_relu(), tiny_batch(3)
+    if case == "indefinite":  # Hessian -2 I: power iteration runs twice
+        caso = CASO(_Concave(), loss="logit")
+        caso.attribute(x, target=0, hessian="hvp", show_progress=True)
+        assert caso.last_info["indefinite"]
+    elif case == "lambda1_path":
+        CASO(model).lambda1_path(x, [1e-3, 1e-2], show_progress=True)
+    elif case == "cafo":
+        CAFO(model).attribute(x, show_progress=True)
+    else:
+        kw = {"lambda1": 1e-2} if case == "fixed_lambda1" else {"lambda1_rule": case}
+        CASO(model).attribute(x, show_progress=True, **kw)
+    ((bar, total),) = made
+    assert bar.total == total and bar.n == total
+
+
 def test_batch_knob_and_generator_determinism():
     model, x = tiny_relu(), tiny_batch(4)
     for cls, kw in (

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from captum_ext.attr._utils.fista import fista, objective, power_iteration, soft_threshold
-from captum_ext.attr._utils.sparsity import select_lambda1, sparsity_ratio
+from captum_ext.attr._utils.sparsity import (
+    refine_lambda1,
+    refine_lambda1_max_solves,
+    select_lambda1,
+    select_lambda1_max_solves,
+    sparsity_ratio,
+)
 
 
 def dense_op(h: torch.Tensor):
@@ -192,3 +198,23 @@ def test_rule_falls_back_when_window_is_empty():
     choice = select_lambda1(soft_solver(g), [0.0, 0.5, 2.0], 1, (0.75, 1.0), max_halvings=6)
     assert not bool(choice.in_window.item())
     assert choice.eta.item() == 0.0 and bool((choice.delta != 0).all())
+
+
+@pytest.mark.parametrize("max_halvings", [0, 1, 3, 20])
+def test_rules_never_solve_more_than_their_stated_bound(max_halvings):
+    # CASO's progress bar is sized by these bounds before the search starts
+    gen = torch.Generator().manual_seed(0)
+    g = torch.cat(
+        [
+            torch.arange(1, 101, dtype=torch.float64)[None] / 100,  # bisects into the window
+            torch.ones(1, 100, dtype=torch.float64),  # eta jumps from 0 to 1: never resolved
+            torch.rand(3, 100, generator=gen, dtype=torch.float64) ** 8 * 1e3,  # far off-grid
+            torch.zeros(1, 100, dtype=torch.float64),  # all-zero solutions everywhere
+        ]
+    )
+    for grid in ([1e-6], [1e-3, 1e-2], [0.0, 0.5, 2.0], [1e4, 1e5]):
+        paper = select_lambda1(soft_solver(g), grid, 6, (0.75, 1.0), max_halvings=max_halvings)
+        assert paper.n_rounds <= select_lambda1_max_solves(max_halvings)
+    seeds = torch.tensor([[1e-3, 0.5, 2.0]] * 6, dtype=torch.float64)
+    refined = refine_lambda1(soft_solver(g), seeds, (0.75, 1.0), 0.05, max_rounds=max_halvings)
+    assert refined.n_rounds <= refine_lambda1_max_solves(max_halvings)

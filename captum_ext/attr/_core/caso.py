@@ -18,6 +18,7 @@ from captum_ext.attr._utils.context_aware import (
     DEFAULT_LAMBDA1_GRID,
     ContextAware,
     ContextAwareSettings,
+    Ticks,
     lambda1_path,
     normalise_gradient,
 )
@@ -161,7 +162,7 @@ class CAFO(ContextAware):
         return lambda1_path(self, inputs, lambda1, target, additional_forward_args, kwargs)
 
     def _solver(
-        self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
+        self, ctx: dict[str, Any], options: dict[str, Any], bar: Ticks
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
         op = AutogradHessian(
             ctx["row_logits"], ctx["loss_fn"], ctx["xs"], ctx["target"],
@@ -398,11 +399,12 @@ class CASO(ContextAware):
         if options["step"] not in ("backtrack", "fixed"):
             raise ValueError(f"step must be 'backtrack' or 'fixed', got {options['step']!r}")
 
-    def _n_steps(self, options: dict[str, Any]) -> int:
-        return options["power_iter"] + options["n_iter"]
+    def _n_steps(self, options: dict[str, Any], n_solves: int) -> int:
+        # power iteration (twice for an indefinite Hessian), then n_iter FISTA steps per solve
+        return 2 * options["power_iter"] + options["n_iter"] * n_solves
 
     def _solver(
-        self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
+        self, ctx: dict[str, Any], options: dict[str, Any], bar: Ticks
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
         raw, auto_info = _operator(ctx, options)
         g, unit = normalise_gradient(raw.gradient())
@@ -424,13 +426,9 @@ class CASO(ContextAware):
         if isinstance(raw, ClosedFormHessian):
             info["hessian_rank"] = raw.rank
         info.update(auto_info)
-        first = [True]
         subsets: dict[tuple[int, ...], Any] = {}
 
         def solve(lam: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-            if not first[0] and getattr(bar, "total", None) is not None:
-                bar.total += options["n_iter"]
-            first[0] = False
             key = tuple(idx.tolist())
             sel: slice | Tensor
             if len(key) == n:
@@ -470,7 +468,7 @@ def _operator(ctx: dict[str, Any], options: dict[str, Any]) -> tuple[Operator, d
 
 
 def _top_eigenvalue(
-    op: Callable[[Tensor], Tensor], g: Tensor, gen: torch.Generator, n_iter: int, bar: Any
+    op: Callable[[Tensor], Tensor], g: Tensor, gen: torch.Generator, n_iter: int, bar: Ticks
 ) -> tuple[Tensor, int, bool]:
     """Power iteration on ``op`` (one bar tick per product): ``(top, n_hvp, indefinite)``."""
     n, d = g.shape

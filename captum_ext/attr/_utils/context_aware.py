@@ -34,7 +34,9 @@ from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn
 from captum_ext.attr._utils.sparsity import (
     quantile_lambda1,
     refine_lambda1,
+    refine_lambda1_max_solves,
     select_lambda1,
+    select_lambda1_max_solves,
     sparsity_ratio,
 )
 
@@ -348,14 +350,12 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             ctx = self._setup(
                 inputs, target, additional_forward_args, cfg.n_samples, cfg.stdevs, cfg.generator
             )
-            bar = (
-                progress(desc=f"{self.get_name()} attribution", total=self._n_steps(options))
-                if cfg.show_progress
-                else NullProgress()
-            )
+            total = self._n_steps(options, _max_solves(cfg, rule))
+            bar = Ticks(f"{self.get_name()} attribution", total, cfg.show_progress)
             try:
                 solve, info = self._solver(ctx, options, bar)
                 out = self._choose(solve, cfg, ctx, rule)
+                bar.finish()
             finally:
                 bar.close()
         info.update({k: v for k, v in out.items() if k != "delta"})
@@ -367,14 +367,18 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     def _check_options(self, options: dict[str, Any]) -> None:
         """Validate the method-specific options (overridden)."""
 
-    def _n_steps(self, options: dict[str, Any]) -> int:
+    def _n_steps(self, options: dict[str, Any], n_solves: int) -> int:
+        """The most progress ticks of one call that makes at most ``n_solves`` solves."""
         return 1
 
     @abstractmethod
     def _solver(
-        self, ctx: dict[str, Any], options: dict[str, Any], bar: Any
+        self, ctx: dict[str, Any], options: dict[str, Any], bar: Ticks
     ) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], dict[str, Any]]:
-        """The per-method solve function (``solve(l1, l2) -> (delta, loss)``) and its info."""
+        """The per-method solve function (``solve(l1, l2) -> (delta, loss)``) and its info.
+
+        ``bar`` is ticked at most :meth:`_n_steps` times.
+        """
 
     @staticmethod
     def _choose(
@@ -453,6 +457,45 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     def _squeeze_info(self) -> None:
         for key in ("lambda1", "eta", "in_window", "loss"):
             self.last_info[key] = self.last_info[key][:, 0]
+
+
+def _max_solves(cfg: ContextAwareSettings, rule: str) -> int:
+    """The most calls of the solve function :meth:`ContextAware._choose` makes for ``cfg``."""
+    if not isinstance(cfg.lambda1, str):
+        return 1  # the values given, as one batch
+    if rule == "paper":
+        return select_lambda1_max_solves(cfg.max_halvings)
+    return refine_lambda1_max_solves(cfg.max_halvings)
+
+
+class Ticks:
+    """The progress bar of one call: its total, fixed at creation, bounds the ticks.
+
+    The total is the most work the call can do (the lambda1 rule stops as soon as every example
+    is resolved, and power iteration runs twice only for an indefinite Hessian);
+    :meth:`finish` fills the bar when the call ends early, so it never runs past its total and
+    always ends at 100%. ``show=False`` ticks Captum's ``NullProgress``.
+    """
+
+    def __init__(self, desc: str, total: int, show: bool) -> None:
+        self.total, self.done = total, 0
+        self.bar = progress(desc=desc, total=total) if show else NullProgress()
+
+    def update(self) -> None:
+        """One step of work."""
+        if self.done >= self.total:
+            raise RuntimeError(f"progress past its total {self.total}: a step bound is wrong")
+        self.done += 1
+        self.bar.update()
+
+    def finish(self) -> None:
+        """Fill the bar: the call is done."""
+        self.bar.update(self.total - self.done)
+        self.done = self.total
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()
 
 
 def lambda1_path(

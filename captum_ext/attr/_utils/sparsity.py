@@ -200,6 +200,19 @@ def select_lambda1(
     return _selected(states, results, len(grid), device)
 
 
+def select_lambda1_max_solves(max_halvings: int = 20, max_up: int = 12, speculate: int = 4) -> int:
+    """The most batched solves :func:`select_lambda1` makes with these arguments.
+
+    The grid round, then per example at most ``ceil(max_up / speculate)`` upward rounds (each
+    takes ``speculate`` steps until an all-zero solution or ``max_up`` steps) and
+    ``max_halvings`` halving or bisection rounds (each spends at least one of the example's
+    ``max_halvings`` steps). An example that proposes nothing stays done, so the examples still
+    searching in a round are a subset of those of the round before: the batched rounds are at
+    most one example's.
+    """
+    return 1 + math.ceil(max_up / speculate) + max_halvings
+
+
 #: One batched round: example -> row, then the round's ``delta``, ``q`` and ``eta``.
 _Round = tuple[dict[int, int], Tensor, Tensor, Tensor]
 
@@ -331,6 +344,11 @@ def refine_lambda1(
             break
         run(proposals)
     return _refined(seen, results, lo, hi, top)
+
+
+def refine_lambda1_max_solves(max_rounds: int = 20) -> int:
+    """The most batched solves :func:`refine_lambda1` makes: the first round and ``max_rounds``."""
+    return 1 + max_rounds
 
 
 #: One solution met by :func:`refine_lambda1`: ``(lambda1, eta, q, round, column)``.
