@@ -127,6 +127,25 @@ def test_attention_linear_and_shared_layers_equal_loop() -> None:
     _close(lin.profiles(x, y, method="hooks"), lin.profiles(x, y, method="func"))
 
 
+@pytest.mark.parametrize("chunk_numbers", [1, 1 << 40])
+def test_profiles_do_not_depend_on_the_example_chunking(monkeypatch, chunk_numbers) -> None:
+    """One example's gradient at a time, or all at once: the same exact profiles (incl. a
+    layer called twice per forward, whose calls are summed before the abs)."""
+    from captum_ext.attr._utils import per_sample_grads
+
+    monkeypatch.setattr(per_sample_grads, "_CHUNK_NUMBERS", chunk_numbers)
+    torch.manual_seed(0)
+    model = _Attn()
+    x, y = torch.randn(5, 4, 5), torch.tensor([0, 1, 2, 1, 0])
+    lin = ParameterSaliency(model, layers=[model.emb, model.fc])
+    _close(lin.profiles(x, y, method="hooks"), lin.profiles(x, y, method="func"))
+    net = torchvision.models.resnet18(weights=None, num_classes=6)
+    xs, ys = torch.rand(3, 3, 32, 32), torch.tensor([0, 5, 2])
+    names = ["conv1", "layer2.0.conv2", "layer3.1.conv1", "layer4.0.conv1"]
+    ps = ParameterSaliency(net, layers=[dict(net.named_modules())[n] for n in names])
+    _close(ps.profiles(xs, ys), _loop_profiles(net, names, xs, ys))
+
+
 def test_attribute_returns_one_result_per_listed_layer_in_the_given_order() -> None:
     """Captum's layer contract: results pair with the layers as listed (order and repeats),
     while the flat profile keeps named_modules() order."""
