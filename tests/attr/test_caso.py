@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import warnings
 
 import pytest
@@ -13,6 +15,7 @@ from small_nets import C, D, tiny_batch, tiny_relu
 from torch import nn
 
 from captum_ext.attr import CAFO, CASO
+from captum_ext.attr._utils.context_aware import ContextAwareSettings
 from captum_ext.attr._utils.fista import soft_threshold
 from captum_ext.attr._utils.hvp import AutogradHessian, ClosedFormHessian
 
@@ -172,6 +175,22 @@ def test_batched_lambda1_sweep_equals_a_loop():
         for lam, attr in zip(values, path):
             single = caso.attribute(x, lambda1=lam, hessian=hessian, step="backtrack")
             assert torch.allclose(attr, single, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("cls", [CAFO, CASO])
+def test_lambda1_path_defaults_are_those_of_attribute(cls):
+    # lambda1_path fills the knobs not given from these tables, not from attribute's signature
+    skip = {"self", "inputs", "target", "additional_forward_args", "lambda1"}
+    params = inspect.signature(cls.attribute).parameters
+    signature = {name: p.default for name, p in params.items() if name not in skip}
+    shared = {f.name: f.default for f in dataclasses.fields(ContextAwareSettings)}
+    del shared["lambda1"]
+    assert signature == {**shared, **cls._option_defaults}
+    model, x = tiny_relu(), tiny_batch(2)
+    (path,) = cls(model).lambda1_path(x, [1e-2])
+    assert torch.equal(path, cls(model).attribute(x, lambda1=1e-2))
+    with pytest.raises(TypeError, match=r"lambda1_path: \['lambda_2'\]"):
+        cls(model).lambda1_path(x, [1e-2], lambda_2=1.0)
 
 
 # ------------------------------------------------------------------- Captum contract

@@ -7,7 +7,7 @@ Features in Deep Learning Interpretation", ICML 2019.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, ClassVar, Sequence, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
@@ -17,7 +17,6 @@ from captum_ext._compat import log_usage
 from captum_ext.attr._utils.context_aware import (
     DEFAULT_LAMBDA1_GRID,
     ContextAware,
-    ContextAwareSettings,
     Ticks,
     lambda1_path,
     normalise_gradient,
@@ -63,6 +62,9 @@ class CAFO(ContextAware):
     """
 
     _name = "CAFO"
+    _option_defaults: ClassVar[dict[str, Any]] = {
+        "lambda2": None, "c1": 10.0, "lambda1_rule": "refine", "internal_batch_size": None,
+    }  # fmt: skip
 
     @log_usage()
     def attribute(
@@ -119,14 +121,15 @@ class CAFO(ContextAware):
         Returns:
             ``Delta*`` shaped like ``inputs`` (detached, signed).
         """
-        options = {
-            "lambda2": lambda2, "c1": c1, "internal_batch_size": internal_batch_size,
-            "lambda1_rule": lambda1_rule,
-        }  # fmt: skip
-        cfg = ContextAwareSettings(
-            lambda1=lambda1, sparsity_range=sparsity_range, lambda1_grid=lambda1_grid,
-            max_halvings=max_halvings, n_samples=n_samples, stdevs=stdevs, generator=generator,
-            show_progress=show_progress,
+        cfg, options = self._configure(
+            lambda1,
+            {
+                "lambda2": lambda2, "c1": c1, "sparsity_range": sparsity_range,
+                "lambda1_grid": lambda1_grid, "max_halvings": max_halvings,
+                "lambda1_rule": lambda1_rule, "n_samples": n_samples, "stdevs": stdevs,
+                "internal_batch_size": internal_batch_size, "generator": generator,
+                "show_progress": show_progress,
+            },
         )  # fmt: skip
         ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
@@ -255,6 +258,10 @@ class CASO(ContextAware):
     """
 
     _name = "CASO"
+    _option_defaults: ClassVar[dict[str, Any]] = {
+        **CAFO._option_defaults, "n_iter": 10, "lr": 0.1, "backtrack": 0.5, "power_iter": 10,
+        "hessian": "auto", "hessian_tol": 1e-4, "step": "fixed", "monotone": False,
+    }  # fmt: skip
 
     @log_usage()
     def attribute(
@@ -337,16 +344,17 @@ class CASO(ContextAware):
         Returns:
             ``Delta*`` shaped like ``inputs`` (detached, signed).
         """
-        options = {
-            "lambda2": lambda2, "c1": c1, "n_iter": n_iter, "lr": lr, "backtrack": backtrack,
-            "power_iter": power_iter, "hessian": hessian, "step": step, "monotone": monotone,
-            "internal_batch_size": internal_batch_size, "lambda1_rule": lambda1_rule,
-            "hessian_tol": hessian_tol,
-        }  # fmt: skip
-        cfg = ContextAwareSettings(
-            lambda1=lambda1, sparsity_range=sparsity_range, lambda1_grid=lambda1_grid,
-            max_halvings=max_halvings, n_samples=n_samples, stdevs=stdevs, generator=generator,
-            show_progress=show_progress,
+        cfg, options = self._configure(
+            lambda1,
+            {
+                "lambda2": lambda2, "c1": c1, "n_iter": n_iter, "lr": lr, "backtrack": backtrack,
+                "power_iter": power_iter, "hessian": hessian, "hessian_tol": hessian_tol,
+                "step": step, "monotone": monotone, "sparsity_range": sparsity_range,
+                "lambda1_grid": lambda1_grid, "max_halvings": max_halvings,
+                "lambda1_rule": lambda1_rule, "n_samples": n_samples, "stdevs": stdevs,
+                "internal_batch_size": internal_batch_size, "generator": generator,
+                "show_progress": show_progress,
+            },
         )  # fmt: skip
         ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()

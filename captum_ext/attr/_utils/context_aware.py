@@ -5,12 +5,11 @@ Private; the public classes live in :mod:`captum_ext.attr._core.caso`.
 
 from __future__ import annotations
 
-import inspect
 import numbers
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, ClassVar, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -121,25 +120,35 @@ def _loss_function(loss: Any) -> LossCallable:
 class ContextAwareSettings:
     """The ``lambda1`` search and Smooth-copy knobs of one CAFO / CASO call.
 
-    The ``attribute`` arguments of that name, shared by both methods (``lambda1`` is a list for
-    ``lambda1_path``); built by the public methods and passed down whole to
-    :meth:`ContextAware._run`. The method-specific knobs travel in the ``options`` dict.
+    The ``attribute`` arguments of that name, shared by both methods, with the same defaults
+    (``lambda1`` is a list for ``lambda1_path``); built by :meth:`ContextAware._configure` and
+    passed down whole to :meth:`ContextAware._run`. The method-specific knobs travel in the
+    ``options`` dict.
     """
 
     lambda1: Union[str, float, list[float]]
-    sparsity_range: tuple[float, float]
-    lambda1_grid: Sequence[float]
-    max_halvings: int
-    n_samples: int
-    stdevs: float
-    generator: torch.Generator | None
-    show_progress: bool
+    sparsity_range: tuple[float, float] = (0.75, 1.0)
+    lambda1_grid: Sequence[float] = DEFAULT_LAMBDA1_GRID
+    max_halvings: int = 20
+    n_samples: int = 0
+    stdevs: float = 0.15
+    generator: torch.Generator | None = None
+    show_progress: bool = False
+
+
+#: The fields of :class:`ContextAwareSettings` (the other knobs are the method's options).
+SETTINGS = frozenset(f.name for f in fields(ContextAwareSettings))
 
 
 class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
 
     _name = ""
+
+    #: The method-specific keyword knobs of ``attribute`` (those not in
+    #: :class:`ContextAwareSettings`) with their defaults, for ``lambda1_path``; ``attribute``'s
+    #: signature repeats them (``tests/attr/test_caso.py`` checks that both agree).
+    _option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -167,6 +176,18 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     def get_name(cls) -> str:
         """The method's display name."""
         return cls._name
+
+    def _configure(
+        self, lambda1: Union[str, float, list[float]], knobs: dict[str, Any]
+    ) -> tuple[ContextAwareSettings, dict[str, Any]]:
+        """``(settings, options)`` of one call from ``attribute``'s keyword knobs (not ``lambda1``).
+
+        The knobs not given take their defaults (:class:`ContextAwareSettings`' and
+        :attr:`_option_defaults`).
+        """
+        shared = {k: v for k, v in knobs.items() if k in SETTINGS}
+        own = {k: v for k, v in knobs.items() if k not in SETTINGS}
+        return ContextAwareSettings(lambda1=lambda1, **shared), {**self._option_defaults, **own}
 
     # ----------------------------------------------------------------------------- set-up
     def _setup(
@@ -514,19 +535,10 @@ def lambda1_path(
         raise ValueError(
             f"lambda1 must be a non-empty sequence of finite floats >= 0, got {values}"
         )
-    sig = inspect.signature(type(method).attribute.__wrapped__)
-    unknown = set(kwargs) - set(sig.parameters)
+    unknown = set(kwargs) - SETTINGS - set(method._option_defaults)
     if unknown:
         raise TypeError(f"unexpected keyword arguments for lambda1_path: {sorted(unknown)}")
-    bound = sig.bind(
-        method, inputs, target=target, additional_forward_args=additional_forward_args, **kwargs
-    )
-    bound.apply_defaults()
-    p = dict(bound.arguments)
-    names = {f.name for f in fields(ContextAwareSettings)}
-    cfg = ContextAwareSettings(**{k: p[k] for k in names if k != "lambda1"}, lambda1=values)
-    skip = names | {"self", "inputs", "target", "additional_forward_args"}
-    options = {k: v for k, v in p.items() if k not in skip}
+    cfg, options = method._configure(values, kwargs)
     ctx, out = method._run(inputs, target, additional_forward_args, cfg, options)
     return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]
 
