@@ -27,7 +27,12 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
+from captum_ext.attr._utils.contract import (
+    NoAttributeFuture,
+    check_inputs,
+    default_generator,
+    format_inputs,
+)
 from captum_ext.attr._utils.hvp import check_logits
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn_if_degenerate
 from captum_ext.attr._utils.sparsity import (
@@ -202,7 +207,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         """Check the inputs, resolve the target and draw the Smooth copies: the call's context."""
         is_tuple = _is_tuple(inputs)
         tensors = format_inputs(inputs)
-        n = _check_tensors(tensors)
+        n = check_inputs(tensors)
         _check_smooth(n_samples, stdevs, generator)
         args = _format_additional_forward_args(additional_forward_args)
         shapes = [t.shape[1:] for t in tensors]
@@ -229,8 +234,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             return loss(logits, tgt)
 
         tgt = self._format_target(target, n, x, row_logits)
-        if generator is None:
-            generator = torch.Generator().manual_seed(torch.initial_seed())
+        generator = default_generator(generator)
         xs = _smooth_copies(x, sizes, n_samples, stdevs, generator)
         log_scale, weights = self._loss_scales(xs, tgt, row_logits, _check_target)
         return {
@@ -546,24 +550,6 @@ def lambda1_path(
 def _is_number(value: Any) -> bool:
     """A real number (Python or NumPy) that is not a bool; NaN passes, range checks reject it."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_tensors(tensors: tuple[Any, ...]) -> int:
-    """The batch size of ``inputs`` after checking their types, shapes and values."""
-    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-        raise TypeError("inputs must be a Tensor or a tuple of Tensors")
-    n = tensors[0].shape[0] if tensors[0].dim() > 0 else 0
-    for i, t in enumerate(tensors):
-        if t.dim() == 0 or t.shape[0] != n or n == 0:
-            raise ValueError(
-                f"inputs[{i}] must have the same non-zero batch size on dim 0 as inputs[0] "
-                f"({n}), got shape {tuple(t.shape)}"
-            )
-        if not t.is_floating_point():
-            raise TypeError(f"inputs[{i}] must be a floating-point tensor, got {t.dtype}")
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"inputs[{i}] contains non-finite values (NaN or inf)")
-    return n
 
 
 def _check_smooth(n_samples: Any, stdevs: Any, generator: Any) -> None:

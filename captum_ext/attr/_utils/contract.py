@@ -3,12 +3,15 @@
 Captum's ``Attribution`` already answers ``has_convergence_delta() -> False`` and (outside
 ``PerturbationAttribution``) ``multiplies_by_inputs -> False``; what it does not provide is an
 ``attribute_future`` that says it is unsupported, which Captum's own methods each write out.
+The input checks (:func:`format_inputs`, :func:`check_inputs`) and the default generator
+(:func:`default_generator`) every attribution class shares also live here.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn, Protocol
 
+import torch
 from torch import Tensor
 
 from captum_ext._compat import _format_tensor_into_tuples
@@ -56,3 +59,40 @@ def format_inputs(inputs: Any) -> tuple[Tensor, ...]:
             f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}{hint}"
         )
     return _format_tensor_into_tuples(inputs)
+
+
+def check_inputs(inputs: tuple[Tensor, ...]) -> int:
+    """The batch size ``N`` of formatted ``inputs``, after the checks every method makes.
+
+    Raises:
+        TypeError: An input is not a floating-point tensor.
+        ValueError: The inputs do not share a non-empty batch dimension 0, or one holds NaN or
+            infinite values.
+    """
+    n = inputs[0].shape[0] if inputs and inputs[0].dim() > 0 else 0
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"inputs[{i}] must be a Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[0] != n or n == 0:
+            raise ValueError(
+                "inputs must share a non-empty batch dimension 0, got shapes "
+                f"{[tuple(t.shape) for t in inputs]}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"inputs[{i}] must be a floating-point tensor, got dtype {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"inputs[{i}] contains non-finite values (NaN or infinite)")
+    return n
+
+
+def default_generator(
+    generator: torch.Generator | None, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """``generator``, or for ``None`` a new one on ``device`` seeded from ``torch.initial_seed()``.
+
+    The global RNG is never advanced, and repeated calls with ``generator=None`` repeat the same
+    draws (until the user reseeds torch).
+    """
+    if generator is not None:
+        return generator
+    return torch.Generator(device=device).manual_seed(torch.initial_seed())

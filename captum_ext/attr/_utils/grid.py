@@ -26,6 +26,8 @@ import scipy.fft
 import scipy.sparse as sp
 import torch
 
+from captum_ext.attr._utils.contract import default_generator
+
 Boundary = Literal["padded", "none"]
 _BOUNDARIES = ("padded", "none")
 
@@ -186,8 +188,7 @@ def sample_tv_perturbations(
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if boundary == "none" and p1 * p2 == 1:
         raise ValueError("boundary='none' needs a grid with at least 2 cells, got (1, 1)")
-    if generator is None:
-        generator = torch.Generator().manual_seed(torch.initial_seed())
+    generator = default_generator(generator)
     dtype = dtype or torch.get_default_dtype()
     gdev = generator.device
     e1 = torch.randn(n, n_edges((p1, p2), boundary), generator=generator, device=gdev, dtype=dtype)

@@ -30,7 +30,7 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import check_output_target
-from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
+from captum_ext.attr._utils.contract import NoAttributeFuture, check_inputs, format_inputs
 from captum_ext.attr._utils.grid import (
     Boundary,
     apply_D,
@@ -188,19 +188,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
                     f"inputs must be at least 3-D per example (N, C, H, W), got inputs[{i}] "
                     f"of shape {tuple(x.shape)}"
                 )
-            if not x.is_floating_point():
-                raise TypeError(f"inputs[{i}] must be floating point, got {x.dtype}")
-            if x.shape[0] != inputs[0].shape[0]:
-                raise ValueError(
-                    f"all inputs must have the same batch size, got {[t.shape[0] for t in inputs]}"
-                )
-            if x.shape[0] == 0:
-                raise ValueError(
-                    f"inputs must hold at least one example, got inputs[{i}] "
-                    f"of shape {tuple(x.shape)}"
-                )
-            if not torch.isfinite(x).all():
-                raise ValueError(f"inputs[{i}] contains non-finite values")
+        check_inputs(inputs)
 
     @staticmethod
     def _check_knobs(cfg: LEGSettings) -> None:
