@@ -45,7 +45,7 @@ from captum_ext.calibration.distributed import (
 )
 from captum_ext.calibration.gpd import fit_gpd, gpd_tail_prob
 from captum_ext.calibration.running_stats import RunningMoments, RunningTopK, n_exceed
-from captum_ext.calibration.zscore import STD_FLOOR, check_moments_state
+from captum_ext.calibration.zscore import check_moments_state, floored_std
 from captum_ext.distributed import DistContext, agree, all_gather_rows
 
 #: The keys of a saved POT state besides the moments (``reference`` is optional).
@@ -268,7 +268,7 @@ class POTCalibration(Calibration):
         self._require_fitted()
         x = self._check_profiles(profiles).to(torch.float64)
         std = self.moments.std().to(x.device)
-        std = torch.where(std <= STD_FLOOR, torch.ones_like(std), std)
+        std = floored_std(std)
         assert self.moments.mean is not None  # std() succeeded: the moments hold data
         return (x - self.moments.mean.to(x.device)) / std
 

@@ -26,6 +26,12 @@ from captum_ext.distributed import DistContext
 #: A reference standard deviation at or below this is treated as 1 (as Levin et al.'s code does).
 STD_FLOOR = 1e-14
 
+
+def floored_std(std: Tensor) -> Tensor:
+    """``std`` with values at or below :data:`STD_FLOOR` replaced by 1 (z-scores divide by it)."""
+    return torch.where(std <= STD_FLOOR, torch.ones_like(std), std)
+
+
 #: The keys of the saved moments (``count``, per-filter ``mean`` and ``m2``).
 MOMENT_KEYS = ("count", "mean", "m2")
 
@@ -145,7 +151,7 @@ class ZScoreCalibration(Calibration):
         self._require_fitted()
         p = self._check_profiles(profiles).to(torch.float64)
         assert self.mean is not None and self.std is not None  # set by finalize or load
-        std = torch.where(self.std <= STD_FLOOR, torch.ones_like(self.std), self.std)
+        std = floored_std(self.std)
         return (p - self.mean.to(p.device)) / std.to(p.device)
 
     def rank(
