@@ -32,7 +32,7 @@ from captum_ext._compat import (
     progress,
 )
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
+from captum_ext.attr._utils.contract import NoAttributeFuture, default_generator, format_inputs
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
     LossFn,
@@ -46,7 +46,7 @@ from captum_ext.attr._utils.reference_size import global_size, reference_size
 from captum_ext.calibration._base import Calibration, Layout
 from captum_ext.calibration.distributed import check_same_setup
 from captum_ext.calibration.pot import POTCalibration
-from captum_ext.calibration.zscore import STD_FLOOR, ZScoreCalibration
+from captum_ext.calibration.zscore import ZScoreCalibration, floored_std
 from captum_ext.distributed import DistContext, agree, get_context
 
 GroupSpec = dict[str, str] | Callable[[str], str] | None
@@ -504,8 +504,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         """
         self._check_saliency_args(inputs, k, boost, noise_iters, noise_percent, generator)
         mean, std = self._reference_moments(inputs) if calibrated else (None, None)
-        if generator is None:
-            generator = torch.Generator(device=inputs.device).manual_seed(torch.initial_seed())
+        generator = default_generator(generator, inputs.device)
         n = inputs.shape[0]
         weights = [
             self.model.get_parameter(_full(b.module_name, b.param_name))
@@ -579,7 +578,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         assert cal.moments.mean is not None  # fitted: the moments hold data
         mean = cal.moments.mean.to(inputs.device, inputs.dtype)
         s = cal.moments.std()
-        std = torch.where(s <= STD_FLOOR, torch.ones_like(s), s).to(inputs.device, inputs.dtype)
+        std = floored_std(s).to(inputs.device, inputs.dtype)
         return mean, std
 
 

@@ -32,7 +32,12 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture, format_inputs
+from captum_ext.attr._utils.contract import (
+    NoAttributeFuture,
+    check_inputs,
+    default_generator,
+    format_inputs,
+)
 from captum_ext.attr._utils.map_checks import warn_if_degenerate
 
 #: Hyper-parameters that differ between the authors' code and the supplementary (S2.1).
@@ -582,10 +587,8 @@ def _draw(
 def _noise_source(
     generator: GeneratorArg, num: int, device: torch.device
 ) -> torch.Generator | list[torch.Generator]:
-    if generator is None:
-        return torch.Generator(device=device).manual_seed(torch.initial_seed())
-    if isinstance(generator, torch.Generator):
-        return generator
+    if generator is None or isinstance(generator, torch.Generator):
+        return default_generator(generator, device)
     if isinstance(generator, Sequence) and all(isinstance(g, torch.Generator) for g in generator):
         if len(generator) != num:
             raise ValueError(
@@ -610,19 +613,7 @@ def _eval_mode(forward_func: Callable[..., Tensor], device: torch.device) -> Ite
 def _check_inputs(inputs: tuple[Tensor, ...]) -> None:
     if len(inputs) == 0:
         raise ValueError("inputs must contain at least one tensor, got an empty tuple")
-    num = inputs[0].shape[0] if inputs[0].dim() > 0 else None
-    for i, x in enumerate(inputs):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"inputs[{i}] must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"inputs[{i}] must be a floating-point tensor, got dtype {x.dtype}")
-        if x.dim() < 1 or x.shape[0] != num or num == 0:
-            raise ValueError(
-                "inputs must share a non-empty batch dimension 0, got shapes "
-                f"{[tuple(t.shape) for t in inputs]}"
-            )
-        if not torch.isfinite(x).all():
-            raise ValueError(f"inputs[{i}] contains NaN or infinite values")
+    check_inputs(inputs)
 
 
 def _baselines(baselines: Any, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
