@@ -32,7 +32,13 @@ from captum_ext._compat import (
     progress,
 )
 from captum_ext._targets import class_index_targets
-from captum_ext.attr._utils.contract import NoAttributeFuture, default_generator, format_inputs
+from captum_ext.attr._utils.contract import (
+    NoAttributeFuture,
+    chunks,
+    default_generator,
+    format_inputs,
+    select_args,
+)
 from captum_ext.attr._utils.filters import FilterTable, default_layers, resnet_group
 from captum_ext.attr._utils.per_sample_grads import (
     LossFn,
@@ -227,10 +233,10 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         try:
             with saliency_state(self.model, weights), torch.enable_grad():
                 y = self._targets(target, n, inputs, afa, chunk)
-                for s in range(0, n, chunk):
-                    xs = tuple(x[s : s + chunk] for x in inputs)
-                    a = _slice_args(afa, s, chunk, n)
-                    ys = y[s : s + chunk]
+                for s, e in chunks(n, chunk):
+                    xs = tuple(x[s:e] for x in inputs)
+                    a = select_args(afa, slice(s, e), n)
+                    ys = y[s:e]
                     if use_hooks:
                         p = hooks_profiles(self.model, self.filters, xs, ys, a, self.loss_fn)
                     else:
@@ -250,11 +256,11 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
                 preds = [
                     _run_forward(
                         self.model,
-                        tuple(x[s : s + chunk] for x in inputs),
+                        tuple(x[s:e] for x in inputs),
                         None,
-                        _slice_args(afa, s, chunk, n),
+                        select_args(afa, slice(s, e), n),
                     ).argmax(1)
-                    for s in range(0, n, chunk)
+                    for s, e in chunks(n, chunk)
                 ]
             return torch.cat(preds)
         return class_index_targets(target, n, dev)
@@ -607,12 +613,3 @@ def _chunk(internal_batch_size: int | None, n: int) -> int:
     if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size!r}")
     return internal_batch_size
-
-
-def _slice_args(afa: Any, s: int, chunk: int, n: int) -> Any:
-    if afa is None:
-        return None
-    return tuple(
-        a[s : s + chunk] if isinstance(a, Tensor) and a.dim() and a.shape[0] == n else a
-        for a in afa
-    )

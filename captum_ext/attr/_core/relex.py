@@ -35,6 +35,7 @@ from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import (
     NoAttributeFuture,
     check_inputs,
+    check_logits,
     default_generator,
     format_inputs,
 )
@@ -721,18 +722,12 @@ def _check_knobs(
 
 
 def _check_logits(logits: Any, rows: int, where: str) -> int:
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != rows:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(
-            f"forward_func must return logits of shape ({rows}, n_classes), got {shape}"
-        )
+    check_logits(logits, rows, where)
     if logits.shape[1] < 2:
         raise ValueError(
             f"RelEx needs at least 2 classes (softmax of logits), got {logits.shape[1]}"
         )
-    if not torch.isfinite(logits).all():
-        raise ValueError(f"forward_func returned NaN or infinite logits on {where}")
-    return logits.shape[1]
+    return int(logits.shape[1])
 
 
 def _resolve_target(target: TargetType, logits: Tensor, num: int, n_classes: int) -> Tensor:

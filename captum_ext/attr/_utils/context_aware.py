@@ -30,10 +30,11 @@ from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import (
     NoAttributeFuture,
     check_inputs,
+    check_logits,
     default_generator,
     format_inputs,
+    select_args,
 )
-from captum_ext.attr._utils.hvp import check_logits
 from captum_ext.attr._utils.map_checks import DegenerateAttributionWarning, warn_if_degenerate
 from captum_ext.attr._utils.sparsity import (
     quantile_lambda1,
@@ -219,12 +220,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             return tuple(p.reshape(rows.shape[0], *s) for p, s in zip(parts, shapes))
 
         def row_logits(rows: Tensor, ex: Tensor) -> Tensor:
-            row_args = None
-            if args is not None:
-                row_args = tuple(
-                    a[ex] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
-                    for a in args
-                )
+            row_args = select_args(args, ex, n)
             return _run_forward(self.forward_func, unflatten(rows), None, row_args)
 
         loss = _loss_function(self.loss)

@@ -96,3 +96,44 @@ def default_generator(
     if generator is not None:
         return generator
     return torch.Generator(device=device).manual_seed(torch.initial_seed())
+
+
+def check_logits(logits: object, rows: int, where: str = "the inputs") -> Tensor:
+    """``logits`` if it is a finite ``(rows, C)`` tensor; a ValueError naming the problem else.
+
+    Args:
+        logits: What ``forward_func`` returned.
+        rows: The batch size it was called with.
+        where: Which inputs it was called on, for the message.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != rows:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(
+            f"forward_func must return logits of shape (batch, num_classes) = ({rows}, C), "
+            f"got {shape}"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"forward_func returned non-finite logits (NaN or infinite) on {where}")
+    return logits
+
+
+def is_batched(arg: object, n: int) -> bool:
+    """Whether an additional forward argument is a tensor with the ``n`` examples on dim 0."""
+    return isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] == n
+
+
+def select_args(args: Any, index: slice | Tensor, n: int) -> Any:
+    """``additional_forward_args`` for the examples ``index`` of a batch of ``n``.
+
+    Tensors with the batch on dim 0 are indexed; every other argument is passed as it is
+    (Captum's rule for ``additional_forward_args``). ``None`` stays ``None``.
+    """
+    if args is None:
+        return None
+    return tuple(a[index] if is_batched(a, n) else a for a in args)
+
+
+def chunks(total: int, size: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of at most ``size`` rows (``None``: one chunk)."""
+    step = total if size is None or size >= total else size
+    return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]

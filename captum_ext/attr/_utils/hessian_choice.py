@@ -130,8 +130,6 @@ def choose_hessian(
     max_rows: int | None,
     weights: Tensor | None,
     tol: float | None,
-    max_rank: int = AUTO_MAX_RANK,
-    check_tol: float = AUTO_CHECK_TOL,
 ) -> HessianChoice:
     """Pick the closed form per example where it matches double backward (module docstring).
 
@@ -143,14 +141,14 @@ def choose_hessian(
         max_rows: Rows per model pass.
         weights: Copy weights ``(N, n)`` or ``None``.
         tol: The closed form's ``hessian_tol``.
-        max_rank: See :data:`AUTO_MAX_RANK`.
-        check_tol: See :data:`AUTO_CHECK_TOL`.
+
+    The limits are :data:`AUTO_MAX_RANK` and :data:`AUTO_CHECK_TOL`.
     """
     n = xs.shape[0]
     exact = AutogradHessian(row_logits, loss_fn, xs, target, max_rows, weights)
     try:
         closed = ClosedFormHessian(
-            row_logits, loss_fn, xs, target, max_rows, weights, tol=tol, max_rank=max_rank
+            row_logits, loss_fn, xs, target, max_rows, weights, tol=tol, max_rank=AUTO_MAX_RANK
         )
     except RankExceeded as err:
         never = torch.zeros(n, dtype=torch.bool)
@@ -158,7 +156,7 @@ def choose_hessian(
         return HessianChoice(exact, never, unchecked, err.rank)
     v = check_vector(closed.gradient())
     error = relative_difference(closed(v), exact(v))
-    use = error <= check_tol
+    use = error <= AUTO_CHECK_TOL
     op: Operator
     if bool(use.all()):
         op = closed

@@ -28,23 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_ext.attr._utils.contract import check_logits, chunks
+
 #: ``row_logits(x_rows, example_index) -> logits``: ``x_rows`` is ``(R, d)`` flattened inputs,
 #: ``example_index`` the ``(R,)`` example each row belongs to (for additional forward args).
 RowLogits = Callable[[Tensor, Tensor], Tensor]
 #: ``loss_fn(logits, target) -> (R,)`` per-row losses.
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_logits(logits: Tensor, rows: int) -> None:
-    """Raise ValueError unless ``logits`` is a finite ``(rows, C)`` tensor."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != rows:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(
-            f"forward_func must return logits of shape (batch, num_classes) = ({rows}, C), "
-            f"got {shape}"
-        )
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("forward_func returned non-finite logits (NaN or inf)")
 
 
 def check_hessian_tol(tol: object) -> None:
@@ -64,11 +54,6 @@ def _check_loss(loss: Tensor, rows: int) -> None:
         )
     if not bool(torch.isfinite(loss).all()):
         raise ValueError("loss_fn returned non-finite values (NaN or inf)")
-
-
-def _chunks(total: int, size: int | None) -> list[tuple[int, int]]:
-    step = total if size is None or size >= total else size
-    return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
 
 
 class RankExceeded(Exception):
@@ -191,7 +176,7 @@ class AutogradHessian(_Base):
             x_all, ex_all = self._rows(1)
             w_all = self._row_weights(1)
             parts = []
-            for s, e in _chunks(x_all.shape[0], self.max_rows):
+            for s, e in chunks(x_all.shape[0], self.max_rows):
                 x = x_all[s:e].clone().requires_grad_(True)
                 w = None if w_all is None else w_all[s:e]
                 (gc,) = torch.autograd.grad(self._loss(x, ex_all[s:e], w).sum(), x)
@@ -211,7 +196,7 @@ class AutogradHessian(_Base):
             x_all, ex_all = self._rows(kc)
             w_all = self._row_weights(kc)
             parts = []
-            for s, e in _chunks(x_all.shape[0], self.max_rows):
+            for s, e in chunks(x_all.shape[0], self.max_rows):
                 x = x_all[s:e].clone().requires_grad_(True)
                 w = None if w_all is None else w_all[s:e]
                 loss = self._loss(x, ex_all[s:e], w)
@@ -280,7 +265,7 @@ class ClosedFormHessian(_Base):
         w_all = self._row_weights(1)
         jac, hess, grads = [], [], []
         # chunk by chunk, so that one chunk's graph is alive at a time (``max_rows``)
-        for s, e in _chunks(x_all.shape[0], max_rows):
+        for s, e in chunks(x_all.shape[0], max_rows):
             w = None if w_all is None else w_all[s:e]
             x, logits, gz, basis, a = self._logit_problem(x_all[s:e], ex_all[s:e], w)
             if max_rank is not None and basis.shape[2] > max_rank:

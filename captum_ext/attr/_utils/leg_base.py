@@ -30,7 +30,13 @@ from captum_ext._compat import (
 )
 from captum_ext._model_state import eval_mode
 from captum_ext._targets import check_output_target
-from captum_ext.attr._utils.contract import NoAttributeFuture, check_inputs, format_inputs
+from captum_ext.attr._utils.contract import (
+    NoAttributeFuture,
+    check_inputs,
+    chunks,
+    format_inputs,
+    is_batched,
+)
 from captum_ext.attr._utils.grid import (
     Boundary,
     apply_D,
@@ -297,9 +303,9 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         with bar:
             f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)", check=True)
             bar.update()
-            for start in range(0, n_samples, step):
-                k = min(step, n_samples - start)
-                zs = self._draws(range(start, start + k), seeds, inputs, grids, gdev, cfg)
+            for start, stop in chunks(n_samples, step):
+                k = stop - start
+                zs = self._draws(range(start, stop), seeds, inputs, grids, gdev, cfg)
                 call = (_expand_target(target, k), _expand_additional_forward_args(args, k))
                 if stein:
                     y, grads = self._stein_pass(inputs, zs, scales, call, cfg.channels)
@@ -404,7 +410,7 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
     ) -> Tensor:
         if check:  # validate target against the raw output once, before the draws
             raw = _run_forward(self.forward_func, inputs, None, args)
-            if isinstance(raw, Tensor) and raw.dim() > 0 and raw.shape[0] == n:
+            if is_batched(raw, n):
                 check_output_target(target, tuple(raw.shape), n)
             out = (
                 raw

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from captum_ext._compat import _run_forward
 from captum_ext._model_state import eval_mode
+from captum_ext.attr._utils.contract import chunks, is_batched
 from captum_ext.attr._utils.filters import FilterTable
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -189,12 +190,11 @@ def _reduce_in_chunks(
         step = n
     inplace = len(blocks) == 1 and not create_graph
     parts = []
-    for s in range(0, n, step):
-        total = torch.einsum(
-            "ngop,ngip->ngoi", factors[0][1][s : s + step], factors[0][0][s : s + step]
-        )
-        for u, gv in factors[1:]:  # a layer called several times: sum before the abs
-            total = total + torch.einsum("ngop,ngip->ngoi", gv[s : s + step], u[s : s + step])
+    for s, e in chunks(n, step):
+        (u0, g0), rest = factors[0], factors[1:]
+        total = torch.einsum("ngop,ngip->ngoi", g0[s:e], u0[s:e])
+        for u, gv in rest:  # a layer called several times: sum before the abs
+            total = total + torch.einsum("ngop,ngip->ngoi", gv[s:e], u[s:e])
         w = total.reshape(total.shape[0], *weight_shape)
         if inplace:
             parts.append(blocks[0].reduce(w, inplace=True))
@@ -224,7 +224,7 @@ def func_profiles(
                 names.append(full)
                 params[full] = model.get_parameter(full).detach()
     afa = additional_forward_args if additional_forward_args is not None else ()
-    batched = [isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n for a in afa]
+    batched = [is_batched(a, n) for a in afa]
     batched_args = tuple(a for a, b in zip(afa, batched) if b)
 
     def loss_one(p: dict, xs: tuple, bargs: tuple, y: Tensor) -> Tensor:
