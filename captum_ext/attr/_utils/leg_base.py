@@ -277,53 +277,48 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
         ``f(x0 + scale z)`` with respect to each example's unit draw ``z`` (per tensor,
         ``(N, C' p1 p2)`` float64; None otherwise).
         """
-        n_samples, n_ex = cfg.n_samples, inputs[0].shape[0]
-        generator = cfg.generator
-        if generator is None:
-            # fresh, independent draws per call; the global RNG is not used
-            generator = torch.Generator()
-            generator.seed()
-        gdev = generator.device
-        # one seed per independent draw, so results do not depend on perturbations_per_eval
-        n_draws = n_samples // 2 if cfg.antithetic else n_samples
-        seeds = torch.randint(0, 2**62, (n_draws,), generator=generator, device=gdev).tolist()
-        step = cfg.perturbations_per_eval
-        bar = (
-            progress(desc=f"{self.get_name()} attribution", total=math.ceil(n_samples / step) + 1)
-            if cfg.show_progress
-            else NullProgress()
-        )
-        unit_draws: list[list[Tensor]] = [[] for _ in inputs]
-        outputs: list[Tensor] = []
-        stein = cfg.estimator == "stein"
-        slope_sums = [
-            torch.zeros(n_ex, _coefficient_rows(x, cfg.channels) * g[0] * g[1], dtype=torch.float64)
-            for x, g in zip(inputs, grids)
-        ]
-        with bar:
+        n_ex = inputs[0].shape[0]
+        seeds, gdev = _draw_seeds(cfg)
+        runs = _Evaluations(inputs, grids, cfg.channels)
+        with self._progress_bar(cfg) as bar:
             f0 = self._scalar_output(inputs, target, args, n_ex, "f(x0)", check=True)
             bar.update()
-            for start, stop in chunks(n_samples, step):
-                k = stop - start
+            for start, stop in chunks(cfg.n_samples, cfg.perturbations_per_eval):
                 zs = self._draws(range(start, stop), seeds, inputs, grids, gdev, cfg)
-                call = (_expand_target(target, k), _expand_additional_forward_args(args, k))
-                if stein:
-                    y, grads = self._stein_pass(inputs, zs, scales, call, cfg.channels)
-                    slope_sums = [a + g.sum(0).to(a.device) for a, g in zip(slope_sums, grads)]
-                else:
-                    perturbed = tuple(
-                        (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
-                        for x, z, s in zip(inputs, zs, scales)
-                    )
-                    y = self._scalar_output(perturbed, *call, k * n_ex, "f(x0 + z)")
-                outputs.append((y.reshape(k, n_ex) - f0.unsqueeze(0)).double())
-                for t, z in enumerate(zs):
-                    unit_draws[t].append(z.flatten(1))
+                y, grads = self._perturbed_outputs(inputs, zs, scales, target, args, cfg)
+                runs.add(y.reshape(stop - start, n_ex) - f0.unsqueeze(0), zs, grads)
                 bar.update()
-        ytilde = torch.cat(outputs)  # (n, N)
-        draws = [torch.cat(d).to(ytilde.device) for d in unit_draws]  # (n, C' p1 p2) each
-        slopes = [a.to(ytilde.device) / n_samples for a in slope_sums] if stein else None
-        return ytilde, draws, f0, slopes
+        return runs.result(f0, cfg.n_samples, stein=cfg.estimator == "stein")
+
+    def _progress_bar(self, cfg: LEGSettings) -> Any:
+        """One tick for ``f(x0)`` and one per forward pass over the draws."""
+        if not cfg.show_progress:
+            return NullProgress()
+        passes = math.ceil(cfg.n_samples / cfg.perturbations_per_eval)
+        return progress(desc=f"{self.get_name()} attribution", total=passes + 1)
+
+    def _perturbed_outputs(
+        self,
+        inputs: tuple[Tensor, ...],
+        zs: list[Tensor],
+        scales: list[Tensor],
+        target: TargetType,
+        args: Any,
+        cfg: LEGSettings,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """``f(x0 + scale z)`` ``(k N,)`` over a chunk of ``k`` unit draws ``zs`` (per tensor).
+
+        With ``estimator="stein"`` also the gradients of :meth:`_stein_pass`, else None.
+        """
+        k, n_ex = zs[0].shape[0], inputs[0].shape[0]
+        call = (_expand_target(target, k), _expand_additional_forward_args(args, k))
+        if cfg.estimator == "stein":
+            return self._stein_pass(inputs, zs, scales, call, cfg.channels)
+        perturbed = tuple(
+            (x.unsqueeze(0) + _to_input(z, x, s, cfg.channels)).flatten(0, 1)
+            for x, z, s in zip(inputs, zs, scales)
+        )
+        return self._scalar_output(perturbed, *call, k * n_ex, "f(x0 + z)"), None
 
     def _stein_pass(
         self,
@@ -450,6 +445,55 @@ class _LEGBase(NoAttributeFuture, PerturbationAttribution):
             up = (up / spread).expand(x.shape)
             out.append(up.to(device=x.device, dtype=x.dtype).contiguous())
         return tuple(out)
+
+
+def _draw_seeds(cfg: LEGSettings) -> tuple[list[int], torch.device]:
+    """One seed per independent draw, and the device the draws are made on.
+
+    A seed per draw keeps the draws independent of ``perturbations_per_eval``. Without
+    ``cfg.generator`` a fresh, randomly seeded generator gives independent draws per call;
+    the global RNG is not used.
+    """
+    generator = cfg.generator
+    if generator is None:
+        generator = torch.Generator()
+        generator.seed()
+    gdev = generator.device
+    n_draws = cfg.n_samples // 2 if cfg.antithetic else cfg.n_samples
+    seeds = torch.randint(0, 2**62, (n_draws,), generator=generator, device=gdev).tolist()
+    return seeds, gdev
+
+
+class _Evaluations:
+    """What :meth:`_LEGBase._evaluate` collects, one chunk of draws at a time."""
+
+    def __init__(
+        self, inputs: tuple[Tensor, ...], grids: list[tuple[int, int]], channels: Channels
+    ) -> None:
+        n_ex = inputs[0].shape[0]
+        self.outputs: list[Tensor] = []
+        self.unit_draws: list[list[Tensor]] = [[] for _ in inputs]
+        self.slope_sums = [
+            torch.zeros(n_ex, _coefficient_rows(x, channels) * g[0] * g[1], dtype=torch.float64)
+            for x, g in zip(inputs, grids)
+        ]
+
+    def add(self, ytilde: Tensor, zs: list[Tensor], grads: list[Tensor] | None) -> None:
+        """One chunk: ``f(x0 + z) - f(x0)`` ``(k, N)``, its unit draws and Stein gradients."""
+        if grads is not None:
+            self.slope_sums = [a + g.sum(0).to(a.device) for a, g in zip(self.slope_sums, grads)]
+        self.outputs.append(ytilde.double())
+        for t, z in enumerate(zs):
+            self.unit_draws[t].append(z.flatten(1))
+
+    def result(
+        self, f0: Tensor, n_samples: int, stein: bool
+    ) -> tuple[Tensor, list[Tensor], Tensor, list[Tensor] | None]:
+        """``(ytilde (n, N), draws per tensor (n, C' p1 p2), f0, mean slopes or None)``."""
+        ytilde = torch.cat(self.outputs)
+        draws = [torch.cat(d).to(ytilde.device) for d in self.unit_draws]
+        slopes = [a.to(ytilde.device) / n_samples for a in self.slope_sums] if stein else None
+        return ytilde, draws, f0, slopes
 
 
 def _channels(x: Tensor) -> tuple[int, ...]:
