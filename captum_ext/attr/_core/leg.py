@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -215,12 +216,7 @@ class LEG(_LEGBase):
             ``last_info`` then holds ``r2`` (per example), ``scale`` (per input tensor and
             example) and ``grid``.
         """
-        cfg = LEGSettings(
-            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
-            boundary=boundary, perturbations_per_eval=perturbations_per_eval,
-            antithetic=antithetic, generator=generator, show_progress=show_progress,
-            estimator=estimator, channels=channels, sampler=sampler,
-        )  # fmt: skip
+        cfg = LEGSettings.from_arguments(locals())
         is_tuple, inputs, grids, stats = self._estimate(
             inputs, target, additional_forward_args, cfg
         )
@@ -407,17 +403,8 @@ class LEGTV(_LEGBase):
         Raises:
             RuntimeError: The LP solver did not reach optimality (with its status).
         """
-        _check_levels([K_L], L, solver)
-        cfg = LEGSettings(
-            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
-            boundary=_tv_boundary(boundary, covariance),
-            perturbations_per_eval=perturbations_per_eval, antithetic=antithetic,
-            generator=generator, show_progress=show_progress, estimator=estimator,
-            channels=channels, sampler=sampler,
-        )  # fmt: skip
-        return self._run(inputs, target, additional_forward_args, cfg, [K_L], L, solver, shared_L)[
-            0
-        ]
+        levels = _Levels([K_L], L, solver, shared_L)
+        return self._run(inputs, target, additional_forward_args, _tv_settings(locals()), levels)[0]
 
     @log_usage()
     @torch.no_grad()
@@ -504,15 +491,8 @@ class LEGTV(_LEGBase):
         ks = [float(k) for k in K_L]
         if not ks:
             raise ValueError("K_L must hold at least one value")
-        _check_levels(ks, None, solver)
-        cfg = LEGSettings(
-            n_samples=n_samples, sigma=sigma, grid=grid, covariance=covariance,
-            boundary=_tv_boundary(boundary, covariance),
-            perturbations_per_eval=perturbations_per_eval, antithetic=antithetic,
-            generator=generator, show_progress=show_progress, estimator=estimator,
-            channels=channels, sampler=sampler,
-        )  # fmt: skip
-        return self._run(inputs, target, additional_forward_args, cfg, ks, None, solver, shared_L)
+        levels = _Levels(ks, None, solver, shared_L)
+        return self._run(inputs, target, additional_forward_args, _tv_settings(locals()), levels)
 
     def _run(
         self,
@@ -520,11 +500,10 @@ class LEGTV(_LEGBase):
         target: TargetType,
         additional_forward_args: Any,
         cfg: LEGSettings,
-        ks: list[float],
-        L: float | Literal["theory"] | None,
-        solver: Solver,
-        shared_L: bool,
+        levels: _Levels,
     ) -> list[TensorOrTupleOfTensors]:
+        """Estimate once, then solve the LP of every example and channel at every level."""
+        ks = levels.ks
         is_tuple, inputs, grids, stats = self._estimate(
             inputs, target, additional_forward_args, cfg
         )
@@ -539,30 +518,57 @@ class LEGTV(_LEGBase):
                         float(scale[n]),
                         covariance=cfg.covariance,
                         boundary=cfg.boundary,
-                        solver=solver,
+                        solver=levels.solver,
                     )
                     for c in range(y_np.shape[1])
                 ]
                 top = max(pr.L_max for pr in problems)
                 for c, pr in enumerate(problems):
-                    if L == "theory":
-                        levels = [theoretical_L(g, cfg.n_samples, cfg.boundary)]
-                    elif L is not None:
-                        levels = [float(L)]
-                    else:
-                        levels = [k * (top if shared_L else pr.L_max) for k in ks]
-                    for j, res in enumerate(pr.path(levels)):
+                    absolute = levels.absolute(pr.L_max, top, g, cfg.n_samples, cfg.boundary)
+                    for j, res in enumerate(pr.path(absolute)):
                         maps[j, n, c] = torch.from_numpy(res.g)
             for j in range(len(ks)):
                 per_level[j].append(maps[j].to(ybar.device))
         outs = [self._to_output(m, inputs, grids) for m in per_level]
         hint = (
             "L='theory' is conservative (Theorem 1) and often exceeds L_max; use K_L"
-            if L == "theory"
+            if levels.L == "theory"
             else "lower K_L; if the output does not move, explain logits or raise sigma"
         )
         _warn_fit(self.get_name(), stats, outs[-1], hint)
         return [_format_output(is_tuple, o) for o in outs]
+
+
+def _tv_settings(arguments: dict[str, Any]) -> LEGSettings:
+    """The settings of a LEG-TV call from its arguments, with :func:`_tv_boundary` applied."""
+    boundary = _tv_boundary(arguments["boundary"], arguments["covariance"])
+    return LEGSettings.from_arguments(arguments, boundary=boundary)
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """The LP knobs of one LEG-TV call: the levels ``ks`` (or ``L``), ``solver``, ``shared_L``.
+
+    Checked when built, so a bad level fails before any model pass.
+    """
+
+    ks: list[float]
+    L: float | Literal["theory"] | None
+    solver: Solver
+    shared_L: bool
+
+    def __post_init__(self) -> None:
+        _check_levels(self.ks, self.L, self.solver)
+
+    def absolute(
+        self, L_max: float, top: float, grid: tuple[int, int], n_samples: int, boundary: Boundary
+    ) -> list[float]:
+        """The absolute L per level for one channel's LP (``top``: the example's largest L_max)."""
+        if self.L == "theory":
+            return [theoretical_L(grid, n_samples, boundary)]
+        if self.L is not None:
+            return [float(self.L)]
+        return [k * (top if self.shared_L else L_max) for k in self.ks]
 
 
 def _check_levels(ks: list[float], L: float | str | None, solver: Solver) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal, Union
 
 import numpy as np
@@ -72,8 +72,9 @@ _LOW_R2 = 0.05
 class LEGSettings:
     """The sampling knobs of one LEG / LEG-TV call (the ``attribute`` arguments of that name).
 
-    Built by the public methods and passed down whole, so the private steps do not repeat
-    the list; :meth:`_LEGBase._check_common` validates it.
+    Built by the public methods through :meth:`from_arguments` and passed down whole, so
+    neither they nor the private steps repeat the list; :meth:`_LEGBase._check_common`
+    validates it.
     """
 
     n_samples: int
@@ -88,6 +89,18 @@ class LEGSettings:
     estimator: Estimator
     channels: Channels = "shared"
     sampler: Sampler = "random"
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any], **overrides: Any) -> LEGSettings:
+        """The settings from a public method's ``locals()``, one field per keyword knob.
+
+        The public methods take one keyword per knob (Captum's style), named like these fields;
+        passing their ``locals()`` here keeps the list of knobs in one place. ``overrides``
+        replaces the fields a method resolves first (LEG-TV's ``boundary=None``).
+        """
+        values = {f.name: arguments[f.name] for f in fields(cls)}
+        values.update(overrides)
+        return cls(**values)
 
 
 @dataclass
