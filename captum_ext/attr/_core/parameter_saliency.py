@@ -34,6 +34,7 @@ from captum_ext._compat import (
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import (
     NoAttributeFuture,
+    check_batch_size,
     chunks,
     default_generator,
     format_inputs,
@@ -608,8 +609,5 @@ def _batch_size(inputs: tuple[Tensor, ...]) -> int:
 
 
 def _chunk(internal_batch_size: int | None, n: int) -> int:
-    if internal_batch_size is None:
-        return n
-    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size!r}")
-    return internal_batch_size
+    size = check_batch_size(internal_batch_size)
+    return n if size is None else size

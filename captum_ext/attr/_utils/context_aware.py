@@ -29,6 +29,7 @@ from captum_ext._model_state import eval_mode
 from captum_ext._targets import class_index_targets
 from captum_ext.attr._utils.contract import (
     NoAttributeFuture,
+    check_batch_size,
     check_inputs,
     check_logits,
     default_generator,
@@ -330,12 +331,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             )
         if not isinstance(max_halvings, int) or max_halvings < 0:
             raise ValueError(f"max_halvings must be an int >= 0, got {max_halvings!r}")
-        if internal_batch_size is not None and (
-            not isinstance(internal_batch_size, int) or internal_batch_size < 1
-        ):
-            raise ValueError(
-                f"internal_batch_size must be None or an int >= 1, got {internal_batch_size!r}"
-            )
+        check_batch_size(internal_batch_size)
 
     def _run(
         self,

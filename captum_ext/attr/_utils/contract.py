@@ -137,3 +137,20 @@ def chunks(total: int, size: int | None) -> list[tuple[int, int]]:
     """``(start, stop)`` of consecutive chunks of at most ``size`` rows (``None``: one chunk)."""
     step = total if size is None or size >= total else size
     return [(s, min(s + step, total)) for s in range(0, total, max(step, 1))]
+
+
+def check_batch_size(value: object, name: str = "internal_batch_size") -> int | None:
+    """``value`` if it is a batch knob's valid value: ``None`` or an int ``>= 1`` (not a bool).
+
+    Args:
+        value: What the user passed.
+        name: The argument's name, for the message.
+
+    Raises:
+        ValueError: ``value`` is not ``None`` nor a positive int (``True``/``False`` included).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be None or a positive int (>= 1), got {value!r}")
+    return value
