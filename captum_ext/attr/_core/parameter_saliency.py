@@ -72,6 +72,23 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
     ascending). Profiles are exact per example but computed in batches (per-sample gradients
     through layer hooks for Conv2d/Linear, ``torch.func`` otherwise).
 
+    *Distributed fit.* Inside a ``torch.distributed`` job (e.g. under ``torchrun``) each rank
+    streams its own shard into :meth:`fit` and the statistics are merged exactly, so every rank
+    ends with the calibration one process would fit on the union of the shards, whatever the
+    number of ranks:
+
+    1. Before streaming the ranks compare their filter layouts and calibration settings; a
+       mismatch raises ``ValueError`` on every rank.
+    2. An exception on one rank while streaming fails every rank (``RuntimeError`` naming
+       the rank); a rank that dies makes the merge fail on the others.
+    3. Z-score: float64 moments merged with Chan's rule. POT: local top-K candidates merged
+       per filter, so thresholds and peaks are exactly the single-process ones; each rank
+       fits the GPDs of its slice of filters (see :mod:`captum_ext.calibration.distributed`).
+
+    Shard with :class:`captum_ext.distributed.ShardSampler` (``indices[rank::world]``). A
+    :class:`~torch.utils.data.DistributedSampler` works too: the examples it repeats to pad
+    the shards (``drop_last=False``) are dropped, so each example counts once.
+
     The papers use the **true label** as target; ``target=None`` falls back to the predicted
     class.
 
@@ -280,20 +297,8 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         """Stream a reference set once into ``calibration`` (default :class:`ZScoreCalibration`).
 
         Inside a ``torch.distributed`` job (e.g. under ``torchrun``) each rank streams its own
-        shard and the statistics are merged exactly, so every rank ends with the calibration one
-        process would fit on the union of the shards, whatever the number of ranks:
-
-        1. Before streaming the ranks compare their filter layouts and calibration settings; a
-           mismatch raises ``ValueError`` on every rank.
-        2. An exception on one rank while streaming fails every rank (``RuntimeError`` naming
-           the rank); a rank that dies makes the merge fail on the others.
-        3. Z-score: float64 moments merged with Chan's rule. POT: local top-K candidates merged
-           per filter, so thresholds and peaks are exactly the single-process ones; each rank
-           fits the GPDs of its slice of filters (see :mod:`captum_ext.calibration.distributed`).
-
-        Shard with :class:`captum_ext.distributed.ShardSampler` (``indices[rank::world]``). A
-        :class:`~torch.utils.data.DistributedSampler` works too: the examples it repeats to pad
-        the shards (``drop_last=False``) are dropped, so each example counts once.
+        shard and every rank ends with the calibration one process would fit on the union of
+        the shards (how, and how to shard: *Distributed fit* in the class docstring).
 
         Args:
             reference_loader: Iterable of ``(x, y, ...)`` batches (or bare ``x``: predicted
@@ -328,6 +333,34 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             >>> cal = ps.fit(loader, POTCalibration(level=0.9))
             >>> ps.save_calibration("pot.pt")   # written by rank 0 only
         """
+        cal, ctx, limit = self._begin_fit(
+            reference_loader, calibration, n_total, process_group, distributed
+        )
+        t0 = time.perf_counter()
+        seen = self._stream(reference_loader, cal, ctx, limit, internal_batch_size, show_progress)
+        t1 = time.perf_counter()
+        _merge(cal, ctx)
+        self._store_fit(cal, ctx, seen, t1 - t0, t1)
+        return cal
+
+    def _begin_fit(
+        self,
+        reference_loader: Iterable,
+        calibration: Calibration | None,
+        n_total: int | None,
+        process_group: Any,
+        distributed: bool | None,
+    ) -> tuple[Calibration, DistContext | None, int | None]:
+        """Validation and setup of :meth:`fit`, before any example is streamed.
+
+        Checks the arguments, finds the distributed context (the ranks compare their layouts
+        and calibration settings there) and begins the calibration on this layout and the
+        announced reference size.
+
+        Returns:
+            ``(calibration, context, limit)``: the calibration to fill, the distributed context
+            (None: one process) and how many examples this rank keeps (None: all of them).
+        """
         cal = calibration if calibration is not None else ZScoreCalibration()
         if not isinstance(cal, Calibration):
             raise TypeError(f"calibration must be a Calibration, got {type(cal).__name__}")
@@ -342,8 +375,24 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         else:
             announced = None if local_size is None else local_size[1]
         cal.begin(layout, announced)
+        return cal, ctx, limit
+
+    def _stream(
+        self,
+        reference_loader: Iterable,
+        cal: Calibration,
+        ctx: DistContext | None,
+        limit: int | None,
+        internal_batch_size: int | None,
+        show_progress: bool,
+    ) -> int:
+        """The accumulation loop of :meth:`fit`: each batch's profiles into ``cal``.
+
+        Runs inside :func:`~captum_ext.distributed.agree`, so an exception on one rank fails
+        every rank. Stops after ``limit`` examples (the ones a ``DistributedSampler`` repeats
+        are dropped). Returns the number of examples this rank streamed.
+        """
         seen = 0
-        t0 = time.perf_counter()
         bar = (
             progress(desc=f"{self.get_name()} fit", total=None) if show_progress else NullProgress()
         )
@@ -368,11 +417,20 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
                 bar.close()
             if seen == 0 and ctx is None:
                 raise ValueError("reference_loader is empty: fit needs reference examples")
-        t1 = time.perf_counter()
-        if ctx is None:
-            cal.finalize()
-        else:
-            cal.finalize_distributed(ctx)
+        return seen
+
+    def _store_fit(
+        self,
+        cal: Calibration,
+        ctx: DistContext | None,
+        seen: int,
+        stream_seconds: float,
+        merged_from: float,
+    ) -> None:
+        """Keep the fitted calibration and its context, and record ``last_fit_info``.
+
+        ``merged_from`` is the ``time.perf_counter()`` at which the merge began.
+        """
         assert cal.n_total is not None  # finalize sets the reference size
         self.calibration = cal
         self._fit_context = ctx
@@ -381,12 +439,11 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
             "rank": 0 if ctx is None else ctx.rank,
             "n_local": seen,
             "n_total": int(cal.n_total),
-            "stream_seconds": t1 - t0,
-            "merge_seconds": time.perf_counter() - t1,
+            "stream_seconds": stream_seconds,
+            "merge_seconds": time.perf_counter() - merged_from,
             "bytes_sent": 0 if ctx is None else ctx.bytes_sent,
             "bytes_received": 0 if ctx is None else ctx.bytes_received,
         }
-        return cal
 
     def _calibration(self) -> Calibration:
         if self.calibration is None or not self.calibration.fitted:
@@ -587,6 +644,14 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         s = cal.moments.std()
         std = floored_std(s).to(inputs.device, inputs.dtype)
         return mean, std
+
+
+def _merge(cal: Calibration, ctx: DistContext | None) -> None:
+    """Finalize ``cal``: alone, or merged exactly across the ranks of ``ctx`` (a collective)."""
+    if ctx is None:
+        cal.finalize()
+    else:
+        cal.finalize_distributed(ctx)
 
 
 def _full(module_name: str, param_name: str) -> str:
