@@ -13,7 +13,25 @@ from small_nets import Raising
 from torch import nn
 
 from captum_ext.attr import RelEx
-from captum_ext.attr._core.relex import INIT_SCALE, normalise_per_example, relex_objective
+from captum_ext.attr._core.relex import (
+    INIT_SCALE,
+    RelExRows,
+    RelExSettings,
+    normalise_per_example,
+    relex_objective,
+)
+
+
+def _objective_settings(
+    lambda1: float, lambda2: float, samples_per_eval: int, reference_numerics: bool
+) -> RelExSettings:
+    """Settings for a direct relex_objective call: it reads lambda1, lambda2, samples_per_eval,
+    reference_numerics and channels_last; the other knobs are the default preset's (unused)."""
+    return RelExSettings(
+        n_iter=50, n_samples=16, noise_scale=0.1, lambda1=lambda1, lambda2=lambda2, lr=0.1,
+        momentum=0.9, reference_numerics=reference_numerics, samples_per_eval=samples_per_eval,
+        channels_last=False, temperature=None, average_from=0.5,
+    )  # fmt: skip
 
 
 def _tiny_conv(seed: int = 0, in_channels: int = 2, classes: int = 3) -> nn.Module:
@@ -101,7 +119,11 @@ def test_objective_and_gradient_match_hand_formula() -> None:
         row_target = target.repeat_interleave(8)
         for chunk in (16, 3):
             grads, j = relex_objective(
-                model, noisy, masks, row_target, None, lambda1, lambda2, chunk, reference
+                model,
+                noisy,
+                masks,
+                RelExRows(row_target),
+                _objective_settings(lambda1, lambda2, chunk, reference),
             )
             torch.testing.assert_close(j, hand_j.detach(), rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(grads[0], hand_g, rtol=1e-4, atol=1e-6)
@@ -126,15 +148,21 @@ def test_stable_numerics_at_saturated_softmax() -> None:
         return logits.expand(x.shape[0], 3) * x.sum(1, keepdim=True)
 
     target = torch.zeros(2, dtype=torch.long)
-    _, j = relex_objective(model, noisy, masks, target, None, 0.0, 1.0, 2, False)
+    _, j = relex_objective(
+        model, noisy, masks, RelExRows(target), _objective_settings(0.0, 1.0, 2, False)
+    )
     # foreground row: x*m = 1 -> -log f_0 ~ 2e-17 ; background row: x*(1-m) = 0 -> uniform
     expected_bg = -math.log(2 / 3)
     torch.testing.assert_close(j, torch.tensor([expected_bg]), rtol=1e-6, atol=1e-6)
     masks0 = (torch.zeros(1, 1),)  # background row now saturated: 1 - f_0 = 2 e^-40
-    _, j0 = relex_objective(model, noisy, masks0, target, None, 0.0, 1.0, 2, False)
+    _, j0 = relex_objective(
+        model, noisy, masks0, RelExRows(target), _objective_settings(0.0, 1.0, 2, False)
+    )
     expected = 40.0 - math.log(2) + math.log(3)  # fg uniform: log 3; bg: 40 - log 2
     torch.testing.assert_close(j0, torch.tensor([expected]), rtol=1e-5, atol=1e-4)
-    _, jr = relex_objective(model, noisy, masks0, target, None, 0.0, 1.0, 2, True)
+    _, jr = relex_objective(
+        model, noisy, masks0, RelExRows(target), _objective_settings(0.0, 1.0, 2, True)
+    )
     assert torch.isfinite(jr).all() and jr.item() < 20  # the reference's 1e-7 caps it at ~16.1
 
 

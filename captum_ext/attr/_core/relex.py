@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
@@ -111,6 +111,28 @@ class RelExSettings:
     channels_last: bool
     temperature: Union[str, float, None]
     average_from: float | None
+
+
+@dataclass(frozen=True)
+class RelExRows:
+    """What every step's model rows share, fixed by the clean forward pass.
+
+    Rows are ordered example-major as in :func:`relex_objective`: for each of the M examples,
+    its B foreground copies then its B background copies (``M * 2B`` rows).
+
+    Attributes:
+        target: The class explained on each row, ``(M * 2B,)``.
+        args: The additional forward arguments already expanded to ``M * 2B`` rows, or None.
+        scale: The softmax temperature of each row, ``(M * 2B,)``: logits are divided by it
+            (None: 1).
+        bases: Per input tensor, the baseline ``b`` ``(M, *s)`` added to every masked copy, the
+            noisy copies then holding ``x_i - b`` (None: 0, the noisy copies hold ``x_i``).
+    """
+
+    target: Tensor
+    args: tuple[Any, ...] | None = None
+    scale: Tensor | None = None
+    bases: tuple[Tensor, ...] | None = None
 
 
 class RelEx(NoAttributeFuture, GradientAttribution):
@@ -378,6 +400,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         scales = tuple(
             cfg.noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
         )
+        rows = RelExRows(row_target, row_args, row_scale, bases)
         masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
         buf: tuple[Tensor, ...] | None = None
         first_averaged = (
@@ -392,21 +415,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
                 for x, s, b in zip(inputs_t, scales, bases)
             )
-            grads, _ = relex_objective(
-                self.forward_func,
-                shifted,
-                masks,
-                row_target,
-                row_args,
-                cfg.lambda1,
-                cfg.lambda2,
-                cfg.samples_per_eval,
-                reference_numerics=cfg.reference_numerics,
-                bar=bar,
-                channels_last=cfg.channels_last,
-                row_scale=row_scale,
-                bases=bases,
-            )
+            grads, _ = relex_objective(self.forward_func, shifted, masks, rows, cfg, bar)
             grads = normalise_per_example(grads)
             if buf is None:
                 buf = grads
@@ -427,86 +436,125 @@ def relex_objective(
     forward_func: Callable[..., Tensor],
     noisy: tuple[Tensor, ...],
     masks: tuple[Tensor, ...],
-    row_target: Tensor,
-    row_args: tuple[Any, ...] | None,
-    lambda1: float,
-    lambda2: float,
-    samples_per_eval: int,
-    reference_numerics: bool = False,
+    rows: RelExRows,
+    cfg: RelExSettings,
     bar: Any = None,
-    channels_last: bool = False,
-    row_scale: Tensor | None = None,
-    bases: tuple[Tensor, ...] | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor]:
     """The RelEx objective J and its gradient with respect to the masks, for fixed noisy copies.
 
     Rows of the model batch are ordered example-major: for example e, its B foreground copies
     ``noisy[e, i] * m[e]`` then its B background copies ``noisy[e, i] * (1 - m[e])``. Each chunk
-    of ``samples_per_eval`` rows is one forward and one input-gradient pass; the mask gradient is
-    assembled from the input gradients (d/dm of ``x * m`` is ``x``), which is exact because J is a
-    mean over rows.
+    of ``cfg.samples_per_eval`` rows is one forward and one input-gradient pass; the mask
+    gradient is assembled from the input gradients (d/dm of ``x * m`` is ``x``), which is exact
+    because J is a mean over rows.
 
     Args:
         forward_func: Returns logits ``(rows, n_classes)``.
-        noisy: Per input tensor, the noisy copies ``x0 + eps``, shape ``(M, B, *s)``.
+        noisy: Per input tensor, the noisy copies ``x0 + eps``, shape ``(M, B, *s)`` (minus
+            ``rows.bases`` where it is set).
         masks: Per input tensor, the masks ``(M, *s)``.
-        row_target: Class per row, ``(M * 2B,)``.
-        row_args: Additional forward args already expanded to ``M * 2B`` rows, or None.
-        lambda1: L1 weight.
-        lambda2: Complement-term weight.
-        samples_per_eval: Rows per forward.
-        reference_numerics: Use the reference code's ``-log p``, ``log(1 - p + 1e-7)``.
+        rows: The class, forward arguments, temperature and baseline of each row.
+        cfg: The knobs; only ``lambda1`` (L1 weight), ``lambda2`` (complement-term weight),
+            ``samples_per_eval`` (rows per forward), ``reference_numerics`` (the reference
+            code's ``-log p``, ``log(1 - p + 1e-7)``) and ``channels_last`` (give 4-D model
+            inputs the ``torch.channels_last`` memory format) enter; ``noisy`` fixes B.
         bar: Progress object (``update()`` per forward), or None.
-        channels_last: Give 4-D model inputs the ``torch.channels_last`` memory format.
-        row_scale: Temperature per row ``(M * 2B,)``: logits are divided by it before the
-            softmax (None: 1).
-        bases: Per input tensor, the baseline ``b`` ``(M, *s)`` added to every masked copy,
-            ``noisy`` then holding ``x_i - b`` (None: 0, ``noisy`` holds ``x_i``).
 
     Returns:
         ``(grads, J)``: per input tensor the gradient ``dJ/dm`` ``(M, *s)`` (including
         ``lambda1 * sign(m)``), and the objective per example ``(M,)``.
     """
     num, n_samples = noisy[0].shape[:2]
-    rows = num * 2 * n_samples
+    total = num * 2 * n_samples
     device = noisy[0].device
     flat = tuple(x.reshape(num * n_samples, *x.shape[2:]) for x in noisy)
     coefs = tuple(torch.stack((m, 1 - m), 1).reshape(num * 2, *m.shape[1:]) for m in masks)
     coef_grads = tuple(torch.zeros_like(c) for c in coefs)
     data_loss = torch.zeros(num, dtype=noisy[0].dtype, device=device)
-    for start in range(0, rows, samples_per_eval):
-        stop = min(start + samples_per_eval, rows)
-        r = torch.arange(start, stop, device=device)
-        example, k = r // (2 * n_samples), r % (2 * n_samples)
-        background = k // n_samples
-        sample_idx = example * n_samples + k % n_samples
-        coef_idx = example * 2 + background
-        xs = tuple(f.index_select(0, sample_idx) for f in flat)
-        with torch.enable_grad():
-            masked = [x * c.index_select(0, coef_idx) for x, c in zip(xs, coefs)]
-            if bases is not None:
-                masked = [u + b.index_select(0, example) for u, b in zip(masked, bases)]
-            leaves = tuple(_memory_format(u, channels_last).requires_grad_() for u in masked)
-            logits = _run_forward(forward_func, leaves, None, _slice_args(row_args, start, stop))
-            _check_logits(logits, stop - start, "a masked noisy copy")
-            if row_scale is not None:
-                logits = logits / row_scale[start:stop].to(logits.dtype).unsqueeze(1)
-            row_loss = _row_losses(
-                logits, row_target[start:stop], background.bool(), lambda2, reference_numerics
-            )
-            in_grads: tuple[Tensor | None, ...]  # allow_unused: None for unused leaves
-            if row_loss.requires_grad:
-                in_grads = torch.autograd.grad(row_loss.sum(), leaves, allow_unused=True)
-            else:
-                in_grads = (None,) * len(leaves)
+    for start in range(0, total, cfg.samples_per_eval):
+        chunk = _chunk_rows(start, min(start + cfg.samples_per_eval, total), n_samples, device)
+        xs = tuple(f.index_select(0, chunk.sample_idx) for f in flat)
+        row_loss, in_grads = _chunk_pass(forward_func, xs, coefs, chunk, rows, cfg)
         for cg, g, x in zip(coef_grads, in_grads, xs):
             if g is not None:
-                cg.index_add_(0, coef_idx, g * x)
-        data_loss.index_add_(0, example, row_loss.detach().to(data_loss.dtype))
+                cg.index_add_(0, chunk.coef_idx, g * x)
+        data_loss.index_add_(0, chunk.example, row_loss.detach().to(data_loss.dtype))
         if bar is not None:
             bar.update()
+    return _mask_gradients(coef_grads, masks, data_loss, n_samples, cfg.lambda1)
+
+
+class _Chunk(NamedTuple):
+    """Rows ``start:stop`` of the model batch and where each row's data lives."""
+
+    start: int
+    stop: int
+    example: Tensor  #: the example of each row
+    background: Tensor  #: 1 for a background copy, 0 for a foreground one
+    sample_idx: Tensor  #: the row's noisy copy among the ``M * B`` flattened ones
+    coef_idx: Tensor  #: the row's coefficient (m or 1 - m) among the ``M * 2`` stacked ones
+
+
+def _chunk_rows(start: int, stop: int, n_samples: int, device: torch.device) -> _Chunk:
+    """Where rows ``start:stop`` of the example-major batch take their copy and coefficient."""
+    r = torch.arange(start, stop, device=device)
+    example, k = r // (2 * n_samples), r % (2 * n_samples)
+    background = k // n_samples
+    sample_idx = example * n_samples + k % n_samples
+    return _Chunk(start, stop, example, background, sample_idx, example * 2 + background)
+
+
+def _chunk_pass(
+    forward_func: Callable[..., Tensor],
+    xs: tuple[Tensor, ...],
+    coefs: tuple[Tensor, ...],
+    chunk: _Chunk,
+    rows: RelExRows,
+    cfg: RelExSettings,
+) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+    """One forward and input-gradient pass over a chunk: ``(loss per row, d loss / d input)``.
+
+    ``xs`` holds the chunk's noisy copies and ``coefs`` the stacked ``(m, 1 - m)``; the model
+    sees ``x * coef`` (plus the row's baseline). An input tensor the loss does not use gets a
+    None gradient.
+    """
+    start, stop = chunk.start, chunk.stop
+    with torch.enable_grad():
+        masked = [x * c.index_select(0, chunk.coef_idx) for x, c in zip(xs, coefs)]
+        if rows.bases is not None:
+            masked = [u + b.index_select(0, chunk.example) for u, b in zip(masked, rows.bases)]
+        leaves = tuple(_memory_format(u, cfg.channels_last).requires_grad_() for u in masked)
+        logits = _run_forward(forward_func, leaves, None, _slice_args(rows.args, start, stop))
+        _check_logits(logits, stop - start, "a masked noisy copy")
+        if rows.scale is not None:
+            logits = logits / rows.scale[start:stop].to(logits.dtype).unsqueeze(1)
+        row_loss = _row_losses(
+            logits,
+            rows.target[start:stop],
+            chunk.background.bool(),
+            cfg.lambda2,
+            cfg.reference_numerics,
+        )
+        if not row_loss.requires_grad:
+            return row_loss, (None,) * len(leaves)
+        return row_loss, torch.autograd.grad(row_loss.sum(), leaves, allow_unused=True)
+
+
+def _mask_gradients(
+    coef_grads: tuple[Tensor, ...],
+    masks: tuple[Tensor, ...],
+    data_loss: Tensor,
+    n_samples: int,
+    lambda1: float,
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``(dJ/dm per input tensor, J per example)`` from the summed row gradients and losses.
+
+    ``coef_grads`` holds, per input tensor, the gradients with respect to the stacked
+    coefficients ``(m, 1 - m)``; ``data_loss`` the summed row losses per example.
+    """
+    num = data_loss.shape[0]
     grads = []
-    l1 = torch.zeros(num, dtype=data_loss.dtype, device=device)
+    l1 = torch.zeros(num, dtype=data_loss.dtype, device=data_loss.device)
     for cg, m in zip(coef_grads, masks):
         pair = cg.view(num, 2, *m.shape[1:])
         grads.append((pair[:, 0] - pair[:, 1]) / n_samples + lambda1 * torch.sign(m))
