@@ -384,23 +384,16 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         cfg: RelExSettings,
         bar: Any,
     ) -> tuple[Tensor, ...]:
-        """The optimisation loop of :meth:`attribute` on checked, tuple-formatted inputs."""
-        num, n_samples = inputs_t[0].shape[0], cfg.n_samples
-        with torch.no_grad():
-            logits = _run_forward(self.forward_func, inputs_t, None, additional_forward_args)
-        bar.update()
-        n_classes = _check_logits(logits, num, "the clean inputs")
-        classes = _resolve_target(target, logits, num, n_classes)
-        row_target = classes.repeat_interleave(2 * n_samples)
-        temperatures = _temperatures(cfg.temperature, logits, classes)
-        row_scale = None if temperatures is None else temperatures.repeat_interleave(2 * n_samples)
-        row_args = _expand_additional_forward_args(
-            additional_forward_args, 2 * n_samples, ExpansionTypes.repeat_interleave
-        )
+        """The optimisation loop of :meth:`attribute` on checked, tuple-formatted inputs.
+
+        Each step draws new noisy copies, takes the objective's gradient, normalises it per
+        example and takes a clamped SGD step with momentum; with ``cfg.average_from`` the
+        result is the running mean of the masks after the steps from there on.
+        """
+        rows = self._rows(inputs_t, target, additional_forward_args, bases, cfg, bar)
         scales = tuple(
             cfg.noise_scale * (x.flatten(1).amax(1) - x.flatten(1).amin(1)) for x in inputs_t
         )
-        rows = RelExRows(row_target, row_args, row_scale, bases)
         masks = tuple(_draw(torch.rand, source, x.shape[1:], x) * INIT_SCALE for x in inputs_t)
         buf: tuple[Tensor, ...] | None = None
         first_averaged = (
@@ -408,28 +401,85 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         )
         mean: tuple[Tensor, ...] | None = None
         for step in range(cfg.n_iter):
-            # noisy copies minus the baseline: the model sees b + m * (x_i - b) and its complement
-            shifted = tuple(
-                (x - b).unsqueeze(1)
-                + s.view(-1, *([1] * x.dim()))
-                * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
-                for x, s, b in zip(inputs_t, scales, bases)
-            )
+            shifted = _noisy_copies(inputs_t, scales, bases, source, cfg.n_samples)
             grads, _ = relex_objective(self.forward_func, shifted, masks, rows, cfg, bar)
-            grads = normalise_per_example(grads)
-            if buf is None:
-                buf = grads
-            else:
-                buf = tuple(cfg.momentum * b + g for b, g in zip(buf, grads))
-            masks = tuple((m - cfg.lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
+            buf, masks = _sgd_step(masks, buf, normalise_per_example(grads), cfg)
             if step >= first_averaged:  # running mean of the masks after these steps
-                k = step - first_averaged + 1
-                mean = (
-                    tuple(m.clone() for m in masks)
-                    if mean is None
-                    else tuple(a.add_(m - a, alpha=1.0 / k) for a, m in zip(mean, masks))
-                )
+                mean = _running_mean(mean, masks, step - first_averaged + 1)
         return masks if mean is None else mean
+
+    def _rows(
+        self,
+        inputs_t: tuple[Tensor, ...],
+        target: TargetType,
+        additional_forward_args: Any,
+        bases: tuple[Tensor, ...],
+        cfg: RelExSettings,
+        bar: Any,
+    ) -> RelExRows:
+        """The clean forward pass (one tick of ``bar``) and the rows it fixes for every step.
+
+        It checks the logits, resolves the class explained per example (the prediction for
+        ``target=None``) and the temperatures of ``cfg.temperature``, and repeats them and the
+        additional forward arguments for the ``2 * cfg.n_samples`` copies of each example.
+        """
+        num, copies = inputs_t[0].shape[0], 2 * cfg.n_samples
+        with torch.no_grad():
+            logits = _run_forward(self.forward_func, inputs_t, None, additional_forward_args)
+        bar.update()
+        n_classes = _check_logits(logits, num, "the clean inputs")
+        classes = _resolve_target(target, logits, num, n_classes)
+        temperatures = _temperatures(cfg.temperature, logits, classes)
+        return RelExRows(
+            target=classes.repeat_interleave(copies),
+            args=_expand_additional_forward_args(
+                additional_forward_args, copies, ExpansionTypes.repeat_interleave
+            ),
+            scale=None if temperatures is None else temperatures.repeat_interleave(copies),
+            bases=bases,
+        )
+
+
+def _noisy_copies(
+    inputs_t: tuple[Tensor, ...],
+    scales: tuple[Tensor, ...],
+    bases: tuple[Tensor, ...],
+    source: torch.Generator | list[torch.Generator],
+    n_samples: int,
+) -> tuple[Tensor, ...]:
+    """One step's noisy copies minus the baseline, ``x0 - b + s * eps``, ``(N, B, *s)`` each.
+
+    The model then sees ``b + m * (x_i - b)`` and its complement. The noise is drawn from
+    ``source`` input tensor by input tensor, in order.
+    """
+    return tuple(
+        (x - b).unsqueeze(1)
+        + s.view(-1, *([1] * x.dim())) * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
+        for x, s, b in zip(inputs_t, scales, bases)
+    )
+
+
+def _sgd_step(
+    masks: tuple[Tensor, ...],
+    buf: tuple[Tensor, ...] | None,
+    grads: tuple[Tensor, ...],
+    cfg: RelExSettings,
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+    """``(momentum buffer, masks)`` after one SGD step with momentum, clamped to [0, 1].
+
+    PyTorch's semantics with dampening 0: the buffer starts as the first gradient.
+    """
+    buf = grads if buf is None else tuple(cfg.momentum * b + g for b, g in zip(buf, grads))
+    return buf, tuple((m - cfg.lr * b).clamp_(0.0, 1.0) for m, b in zip(masks, buf))
+
+
+def _running_mean(
+    mean: tuple[Tensor, ...] | None, masks: tuple[Tensor, ...], k: int
+) -> tuple[Tensor, ...]:
+    """The mean of the ``k`` latest averaged masks, updated in place from that of ``k - 1``."""
+    if mean is None:
+        return tuple(m.clone() for m in masks)
+    return tuple(a.add_(m - a, alpha=1.0 / k) for a, m in zip(mean, masks))
 
 
 def relex_objective(
