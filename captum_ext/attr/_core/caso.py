@@ -7,7 +7,7 @@ Features in Deep Learning Interpretation", ICML 2019.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, ClassVar, Sequence, Union
+from typing import Any, Callable, ClassVar, Literal, Sequence, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
@@ -72,13 +72,13 @@ class CAFO(ContextAware):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        lambda1: Union[str, float] = "auto",
+        lambda1: Union[Literal["auto"], float] = "auto",
         lambda2: float | None = None,
         c1: float = 10.0,
         sparsity_range: tuple[float, float] = (0.75, 1.0),
         lambda1_grid: Sequence[float] = DEFAULT_LAMBDA1_GRID,
         max_halvings: int = 20,
-        lambda1_rule: str = "refine",
+        lambda1_rule: Literal["refine", "paper"] = "refine",
         n_samples: int = 0,
         stdevs: float = 0.15,
         internal_batch_size: int | None = None,
@@ -269,21 +269,21 @@ class CASO(ContextAware):
         inputs: TensorOrTupleOfTensorsGeneric,
         target: TargetType = None,
         additional_forward_args: Any = None,
-        lambda1: Union[str, float] = "auto",
+        lambda1: Union[Literal["auto"], float] = "auto",
         lambda2: float | None = None,
         c1: float = 10.0,
         n_iter: int = 10,
         lr: float = 0.1,
         backtrack: float = 0.5,
         power_iter: int = 10,
-        hessian: str = "auto",
+        hessian: Literal["auto", "hvp", "closed_form"] = "auto",
         hessian_tol: float | None = 1e-4,
-        step: str = "fixed",
+        step: Literal["fixed", "backtrack"] = "fixed",
         monotone: bool = False,
         sparsity_range: tuple[float, float] = (0.75, 1.0),
         lambda1_grid: Sequence[float] = DEFAULT_LAMBDA1_GRID,
         max_halvings: int = 20,
-        lambda1_rule: str = "refine",
+        lambda1_rule: Literal["refine", "paper"] = "refine",
         n_samples: int = 0,
         stdevs: float = 0.15,
         internal_batch_size: int | None = None,

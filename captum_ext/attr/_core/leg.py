@@ -45,7 +45,7 @@ DEFAULT_N_SAMPLES = 2000
 DEFAULT_SIGMA = 0.1
 
 
-def leg_saliency_map(attributions: Tensor, reduction: str = "sum") -> Tensor:
+def leg_saliency_map(attributions: Tensor, reduction: Literal["sum", "mean"] = "sum") -> Tensor:
     """The paper's display map: ``abs`` of the per-channel LEG, reduced over channels.
 
     Args:

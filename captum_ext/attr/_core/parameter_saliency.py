@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -189,7 +189,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         target: TargetType = None,
         additional_forward_args: Any = None,
         internal_batch_size: int | None = None,
-        method: str = "auto",
+        method: Literal["auto", "hooks", "func"] = "auto",
         show_progress: bool = False,
     ) -> Tensor | list[Tensor]:
         """Raw filter profiles, exact per example.
@@ -224,7 +224,7 @@ class ParameterSaliency(NoAttributeFuture, LayerAttribution, GradientAttribution
         target: TargetType = None,
         additional_forward_args: Any = None,
         internal_batch_size: int | None = None,
-        method: str = "auto",
+        method: Literal["auto", "hooks", "func"] = "auto",
         show_progress: bool = False,
     ) -> Tensor:
         """All selected filters' raw profiles as one ``(N, n_filters)`` tensor (flat order)."""

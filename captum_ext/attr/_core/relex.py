@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, Literal, NamedTuple, Union
 
 import torch
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
@@ -246,12 +246,12 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         lr: float | None = None,
         momentum: float | None = None,
         baselines: BaselineArg = None,
-        preset: str = "default",
+        preset: Literal["default", "code", "supplementary"] = "default",
         reference_numerics: bool = False,
         samples_per_eval: int | None = None,
         channels_last: bool = False,
-        temperature: Union[str, float, None] = None,
-        average_from: float | None | str = "preset",
+        temperature: Union[Literal["auto"], float, None] = None,
+        average_from: float | None | Literal["preset"] = "preset",
         generator: GeneratorArg = None,
         show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric:
