@@ -131,7 +131,7 @@ class CAFO(ContextAware):
                 "show_progress": show_progress,
             },
         )  # fmt: skip
-        ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
+        ctx, out = self._attribute(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
         return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 
@@ -356,7 +356,7 @@ class CASO(ContextAware):
                 "show_progress": show_progress,
             },
         )  # fmt: skip
-        ctx, out = self._run(inputs, target, additional_forward_args, cfg, options)
+        ctx, out = self._attribute(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
         return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
 

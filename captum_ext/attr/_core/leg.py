@@ -404,7 +404,8 @@ class LEGTV(_LEGBase):
             RuntimeError: The LP solver did not reach optimality (with its status).
         """
         levels = _Levels([K_L], L, solver, shared_L)
-        return self._run(inputs, target, additional_forward_args, _tv_settings(locals()), levels)[0]
+        cfg = _tv_settings(locals())
+        return self._attribute(inputs, target, additional_forward_args, cfg, levels)[0]
 
     @log_usage()
     @torch.no_grad()
@@ -492,9 +493,10 @@ class LEGTV(_LEGBase):
         if not ks:
             raise ValueError("K_L must hold at least one value")
         levels = _Levels(ks, None, solver, shared_L)
-        return self._run(inputs, target, additional_forward_args, _tv_settings(locals()), levels)
+        cfg = _tv_settings(locals())
+        return self._attribute(inputs, target, additional_forward_args, cfg, levels)
 
-    def _run(
+    def _attribute(
         self,
         inputs: TensorOrTupleOfTensors,
         target: TargetType,

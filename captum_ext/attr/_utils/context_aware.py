@@ -129,7 +129,7 @@ class ContextAwareSettings:
 
     The ``attribute`` arguments of that name, shared by both methods, with the same defaults
     (``lambda1`` is a list for ``lambda1_path``); built by :meth:`ContextAware._configure` and
-    passed down whole to :meth:`ContextAware._run`. The method-specific knobs travel in the
+    passed down whole to :meth:`ContextAware._attribute`. The method-specific knobs travel in the
     ``options`` dict.
     """
 
@@ -333,7 +333,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             raise ValueError(f"max_halvings must be an int >= 0, got {max_halvings!r}")
         check_batch_size(internal_batch_size)
 
-    def _run(
+    def _attribute(
         self,
         inputs: Any,
         target: TargetType,
@@ -538,7 +538,7 @@ def lambda1_path(
     if unknown:
         raise TypeError(f"unexpected keyword arguments for lambda1_path: {sorted(unknown)}")
     cfg, options = method._configure(values, kwargs)
-    ctx, out = method._run(inputs, target, additional_forward_args, cfg, options)
+    ctx, out = method._attribute(inputs, target, additional_forward_args, cfg, options)
     return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]
 
 
