@@ -328,10 +328,10 @@ class CASO(ContextAware):
                 the loss Hessian in the logits whose eigenvalue is below this fraction of the
                 largest are dropped (``None``: every class, ``C`` gradient passes). On the 224 x 224
                 benchmark ResNet-18 (1,000 classes, 4 test images) the default ``1e-4`` keeps
-                1-6 directions, 0.3-0.4 s instead of 19-23 s for every class, and the Hessian
-                is within 1.6e-5 (relative, operator norm) of the full closed form on three
-                images, 4.5e-4 on the fourth (``1e-6`` would fix that one but keeps 920
-                directions on another, whose spectrum has a plateau there;
+                2-6 directions instead of 1,000 passes, and the Hessian is within 1.7e-5 to
+                8.4e-5 (relative, operator norm) of the full closed form on three images and
+                2.1e-4 on the fourth (``1e-6`` would fix that one but keeps 982 directions on
+                another, whose spectrum has a plateau there; timings in
                 ``benchmarks/bench_caso_classes.py``). :attr:`last_info` ``["hessian_rank"]``
                 holds the directions kept. Ignored by ``"hvp"``.
             step: ``"fixed"`` (each line search starts at ``1/(2 lambda2)``; see the class
