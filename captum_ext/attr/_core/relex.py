@@ -36,8 +36,10 @@ from captum_ext.attr._utils.contract import (
     NoAttributeFuture,
     check_inputs,
     check_logits,
+    chunks,
     default_generator,
     format_inputs,
+    select_args,
 )
 from captum_ext.attr._utils.map_checks import warn_if_degenerate
 
@@ -521,8 +523,8 @@ def relex_objective(
     coefs = tuple(torch.stack((m, 1 - m), 1).reshape(num * 2, *m.shape[1:]) for m in masks)
     coef_grads = tuple(torch.zeros_like(c) for c in coefs)
     data_loss = torch.zeros(num, dtype=noisy[0].dtype, device=device)
-    for start in range(0, total, cfg.samples_per_eval):
-        chunk = _chunk_rows(start, min(start + cfg.samples_per_eval, total), n_samples, device)
+    for start, stop in chunks(total, cfg.samples_per_eval):
+        chunk = _chunk_rows(start, stop, n_samples, device)
         xs = tuple(f.index_select(0, chunk.sample_idx) for f in flat)
         row_loss, in_grads = _chunk_pass(forward_func, xs, coefs, chunk, rows, cfg)
         for cg, g, x in zip(coef_grads, in_grads, xs):
@@ -574,7 +576,8 @@ def _chunk_pass(
         if rows.bases is not None:
             masked = [u + b.index_select(0, chunk.example) for u, b in zip(masked, rows.bases)]
         leaves = tuple(_memory_format(u, cfg.channels_last).requires_grad_() for u in masked)
-        logits = _run_forward(forward_func, leaves, None, _slice_args(rows.args, start, stop))
+        row_args = select_args(rows.args, slice(start, stop), rows.target.shape[0])
+        logits = _run_forward(forward_func, leaves, None, row_args)
         _check_logits(logits, stop - start, "a masked noisy copy")
         if rows.scale is not None:
             logits = logits / rows.scale[start:stop].to(logits.dtype).unsqueeze(1)
@@ -654,12 +657,6 @@ def _memory_format(x: Tensor, channels_last: bool) -> Tensor:
     if channels_last and x.dim() == 4:
         return x.contiguous(memory_format=torch.channels_last)
     return x
-
-
-def _slice_args(args: tuple[Any, ...] | None, start: int, stop: int) -> tuple | None:
-    if args is None:
-        return None
-    return tuple(a[start:stop] if isinstance(a, Tensor) and a.dim() > 0 else a for a in args)
 
 
 def _draw(

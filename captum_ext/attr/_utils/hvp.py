@@ -395,8 +395,8 @@ def _logit_hessian_columns(gz: Tensor, z: Tensor) -> Tensor:
     eye = torch.eye(n_cls, dtype=z.dtype, device=z.device)
     cols = []
     try:
-        for s in range(0, n_cls, block):
-            e = eye[s : s + block, None, :].expand(-1, rows, n_cls)
+        for s, stop in chunks(n_cls, block):
+            e = eye[s:stop, None, :].expand(-1, rows, n_cls)
             (ak,) = torch.autograd.grad(
                 gz, z, e, retain_graph=True, is_grads_batched=True, allow_unused=True
             )

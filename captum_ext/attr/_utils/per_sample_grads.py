@@ -189,9 +189,9 @@ def _reduce_in_chunks(
     if factors[0][0].device.type != "cpu":
         step = n
     inplace = len(blocks) == 1 and not create_graph
+    (u0, g0), rest = factors[0], factors[1:]
     parts = []
     for s, e in chunks(n, step):
-        (u0, g0), rest = factors[0], factors[1:]
         total = torch.einsum("ngop,ngip->ngoi", g0[s:e], u0[s:e])
         for u, gv in rest:  # a layer called several times: sum before the abs
             total = total + torch.einsum("ngop,ngip->ngoi", gv[s:e], u[s:e])
