@@ -218,3 +218,59 @@ def test_rules_never_solve_more_than_their_stated_bound(max_halvings):
     seeds = torch.tensor([[1e-3, 0.5, 2.0]] * 6, dtype=torch.float64)
     refined = refine_lambda1(soft_solver(g), seeds, (0.75, 1.0), 0.05, max_rounds=max_halvings)
     assert refined.n_rounds <= refine_lambda1_max_solves(max_halvings)
+
+
+# ------------------------------------------------------------------- refined rule (secant)
+def counting(solve):
+    """``solve`` that also records how many (example, value) problems it was given."""
+    calls = []
+
+    def wrapped(lam: torch.Tensor, idx: torch.Tensor):
+        calls.append(int(lam.numel()))
+        return solve(lam, idx)
+
+    return wrapped, calls
+
+
+@pytest.mark.parametrize("seed", [1e-3, 0.05, 0.5, 0.7, 0.9, 0.999])
+def test_refined_rule_reaches_the_band_from_any_seed(seed):
+    # |g| uniform on (0, 1]: eta(lambda) = floor(1000 lambda) / 1000, the band is [0.75, 0.8)
+    g = torch.arange(1, 1001, dtype=torch.float64)[None] / 1000
+    solve, calls = counting(soft_solver(g))
+    choice = refine_lambda1(solve, torch.tensor([[seed]]), (0.75, 1.0), 0.05, max_rounds=20)
+    assert bool(choice.in_window.item()) and 0.75 <= choice.eta.item() < 0.8
+    # its own solution, and one value per round
+    assert torch.equal(choice.delta, soft_threshold(g, choice.lambda1.item()))
+    assert calls == [1] * choice.n_rounds
+    # eta is linear here: a seed below moves up at most 2x per round (1e-3 -> 0.75 needs 10),
+    # one above is interpolated through (0, 0), and a bracket's regula falsi lands at once
+    assert choice.n_rounds <= {1e-3: 12, 0.05: 7}.get(seed, 3)
+
+
+def test_refined_rule_returns_the_highest_loss_in_band_solution_met():
+    g = torch.arange(1, 1001, dtype=torch.float64)[None] / 1000
+    seeds = torch.tensor([[0.755, 0.76, 0.79, 0.9]], dtype=torch.float64)
+    choice = refine_lambda1(soft_solver(g), seeds, (0.75, 1.0), 0.05)
+    assert choice.n_rounds == 1  # three in band at once
+    assert choice.lambda1.item() == 0.755  # Q falls with lambda: the smallest one
+
+
+def test_refined_rule_is_per_example_and_stops_when_the_band_is_empty():
+    g = torch.cat(
+        [
+            torch.arange(1, 1001, dtype=torch.float64)[None] / 1000,
+            torch.ones(1, 1000, dtype=torch.float64),  # eta jumps from 0 to 1: no band
+            (torch.arange(1, 1001, dtype=torch.float64)[None] / 1000) ** 4,  # curved eta
+        ]
+    )
+    seeds = torch.tensor([[0.3], [0.5], [0.01]], dtype=torch.float64)
+    together = refine_lambda1(soft_solver(g), seeds, (0.75, 1.0), 0.05, max_rounds=40)
+    assert together.in_window.tolist() == [True, False, True]
+    assert together.eta[1].item() == 0.0  # the closest non-zero solution below the window
+    assert together.n_rounds < 41  # the empty band ends by the bracket's collapse
+    for i in range(3):
+        alone = refine_lambda1(
+            soft_solver(g[i : i + 1]), seeds[i : i + 1], (0.75, 1.0), 0.05, max_rounds=40
+        )
+        assert alone.lambda1.item() == together.lambda1[i].item()
+        assert torch.equal(alone.delta[0], together.delta[i])

@@ -53,9 +53,6 @@ DEFAULT_LAMBDA1_GRID = (0.0, 1e-5, 1e-4, 1e-3, 6.25e-3, 1.25e-2, 2.5e-2, 5e-2)
 #: Names accepted by ``lambda1_rule=``.
 LAMBDA1_RULES = ("refine", "paper")
 
-#: Multipliers of the CAFO quantile tried in the first round of ``lambda1_rule="refine"``.
-_SEED_FACTORS = (0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.6, 2.0)
-
 #: Width of the target band above the window's lower edge, as a fraction of the window.
 _BAND = 0.2
 
@@ -151,6 +148,10 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
     """Shared machinery of CAFO and CASO (inputs, targets, copies, lambda1 rule, output)."""
 
     _name = ""
+
+    #: The first value ``lambda1_rule="refine"`` tries, as a multiple of the CAFO quantile
+    #: (the ``lambda1`` at which CAFO's sparsity ratio reaches the window's lower edge).
+    _seed_factor: ClassVar[float] = 1.0
 
     #: The method-specific keyword knobs of ``attribute`` (those not in
     #: :class:`ContextAwareSettings`) with their defaults, for ``lambda1_path``; ``attribute``'s
@@ -397,8 +398,8 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         ``bar`` is ticked at most :meth:`_n_steps` times.
         """
 
-    @staticmethod
     def _choose(
+        self,
         solve: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
         cfg: ContextAwareSettings,
         ctx: dict[str, Any],
@@ -414,7 +415,7 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
                 choice = select_lambda1(solve, grid, n, (lo, hi), max_halvings=max_halvings)
             else:
                 base = quantile_lambda1(ctx["g"], lo)
-                seeds = base[:, None] * torch.tensor(_SEED_FACTORS, dtype=torch.float64)
+                seeds = base[:, None] * self._seed_factor
                 choice = refine_lambda1(
                     solve, seeds, (lo, hi), _BAND * (hi - lo), max_rounds=max_halvings
                 )

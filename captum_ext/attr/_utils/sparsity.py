@@ -293,29 +293,35 @@ def refine_lambda1(
     window: tuple[float, float],
     band: float,
     max_rounds: int = 20,
-    width: int = 8,
+    width: int = 1,
     upper: float = 1.0,
 ) -> Lambda1Choice:
-    """The refined sparsity-ratio rule: the in-window solution with the highest loss.
+    """The refined sparsity-ratio rule: an in-window solution just above the window's lower edge.
 
     Singla et al. (2019, Sec. 4.1) keep, among solutions whose sparsity ratio lies in the window
     ``[lo, hi)``, the one with the highest surrogate loss ``Q``. ``Q`` falls as ``lambda1`` grows
     (for CAFO ``Q = sum (|g| - lambda1)_+ |g| / (2 lambda2)`` strictly), so on a continuous
     sweep that solution sits at the window's lower edge, which the paper's factor-10/halving
     grid usually jumps over (its pick often has ``eta`` near 1: a few pixels). Here, per
-    example, a bracket ``[a, b]`` with ``eta(a) < lo <= eta(b)`` is narrowed by batched rounds of
-    ``width`` evenly spaced values until a solution has ``lo <= eta < min(lo + band, hi)``;
-    among those (else among all in-window solutions met) the one with the highest ``Q`` is
-    returned. The first round evaluates ``0`` and ``seeds``; ``upper`` is a value known to give
-    an all-zero solution (``lambda1 >= max |g|`` does, for CAFO and CASO alike).
+    example, the search looks for a solution in the band ``lo <= eta < min(lo + band, hi)``:
+    the first round evaluates ``seeds``; each later round proposes ``width`` values from a
+    safeguarded secant model of ``eta(lambda1)`` (:func:`_narrowed`) inside the bracket ``[a,
+    b]`` of the solutions met (``eta(a) < lo <= eta(b)``; ``b = upper`` until a solution above
+    the band is met), so the bracket shrinks every round. Among the band's solutions met (else
+    among all in-window ones) the one with the highest ``Q`` is returned. ``upper`` is a value
+    known to give an all-zero solution (``lambda1 >= max |g|`` does, for CAFO and CASO alike).
+
+    Each round costs one solve per value and example, and for CASO a solve is ``n_iter``
+    Hessian-vector products: hence one value per round by default and a secant model rather
+    than an even grid (which took 9 values, then 8 per round, to the same band).
 
     Args:
         solve: Batched solver, see :data:`SolveFn`.
-        seeds: ``(N, S)`` first-round values per example (e.g. around the CAFO quantile).
+        seeds: ``(N, S)`` first-round values per example (e.g. the CAFO quantile).
         window: ``(lo, hi)``.
         band: Width of the target band above ``lo``.
         max_rounds: Refinement rounds after the first one.
-        width: Values per example and refinement round.
+        width: Values per example and refinement round (spread over the band's targets).
         upper: A ``lambda1`` with an all-zero solution.
 
     Returns:
@@ -325,7 +331,7 @@ def refine_lambda1(
     lo, hi = window
     top = min(lo + band, hi)
     n = seeds.shape[0]
-    first = [sorted({0.0, *[min(float(v), upper) for v in row]}) for row in seeds.tolist()]
+    first = [sorted({min(max(float(v), 0.0), upper) for v in row}) for row in seeds.tolist()]
     seen: list[list[_Seen]] = [[] for _ in range(n)]
     results: list[_Round] = []
 
@@ -354,18 +360,52 @@ def refine_lambda1_max_solves(max_rounds: int = 20) -> int:
 #: One solution met by :func:`refine_lambda1`: ``(lambda1, eta, q, round, column)``.
 _Seen = tuple[float, float, float, int, int]
 
+#: Fraction of the bracket kept clear at each end by a proposal (so the bracket shrinks).
+_SAFEGUARD = 0.05
+
+#: Most a proposal moves past the only side of the band met so far (factor on ``lambda1``).
+_MAX_STEP = 2.0
+
 
 def _narrowed(seen: list[_Seen], lo: float, top: float, upper: float, width: int) -> list[float]:
-    """The next ``width`` values inside one example's bracket (empty when it is done)."""
+    """The next ``width`` values of one example (empty when it is done).
+
+    The bracket is ``a`` (the largest ``lambda1`` met below the window, else 0) and ``b`` (the
+    smallest met at or above it, which is above the band, else ``upper``). The targets are
+    ``width`` sparsity ratios spread over the band; each is mapped to ``lambda1`` by the line
+    through two solutions met: ``a`` and ``b`` when both were met (regula falsi), else the two
+    nearest ones on the side met, with ``(0, 0)`` as a point of the model (not of the bracket)
+    when only one is known. A proposal stays inside the bracket, ``_SAFEGUARD`` of its width
+    from either end, and at most a factor ``_MAX_STEP`` past the side met; where the model is
+    flat or points the wrong way, it halves (or doubles) instead.
+    """
     if any(lo <= e < top for _, e, _, _, _ in seen):
         return []
-    below = [lam for lam, e, _, _, _ in seen if e < lo]
-    above = [lam for lam, e, _, _, _ in seen if e >= lo] + [upper]
-    b = min(above)
-    a = max([v for v in below if v < b], default=0.0)
-    if b - a <= 1e-9 * max(b, 1e-300):
+    pts = sorted({(lam, e) for lam, e, _, _, _ in seen})
+    above = [p for p in pts if p[1] >= lo]
+    b = min(above) if above else (upper, 1.0)
+    below = [p for p in pts if p[1] < lo and p[0] < b[0]]
+    a = max(below) if below else (0.0, 0.0)
+    if b[0] - a[0] <= 1e-9 * max(b[0], 1e-300):
         return []
-    return [a + (b - a) * k / (width + 1) for k in range(1, width + 1)]
+    if below and above:
+        p, q = a, b
+        floor, ceil = a[0], b[0]
+    elif below:  # only solutions below the window: extrapolate upward
+        p, q = ([(0.0, 0.0)] + below)[-2:]
+        floor, ceil = a[0], min(b[0], _MAX_STEP * a[0]) if a[0] > 0 else b[0]
+    else:  # only solutions above the band: extrapolate downward
+        p, q = b, (above[1] if len(above) > 1 else b)
+        p = (0.0, 0.0) if p == q else p
+        floor, ceil = b[0] / _MAX_STEP, b[0]
+    margin = _SAFEGUARD * (ceil - floor)
+    out = []
+    for k in range(width):
+        target = lo + (top - lo) * (k + 1) / (width + 1)
+        slope = (q[1] - p[1]) / (q[0] - p[0]) if q[0] != p[0] else 0.0
+        lam = p[0] + (target - p[1]) / slope if slope > 0 else 0.5 * (floor + ceil)
+        out.append(min(max(lam, floor + margin), ceil - margin))
+    return sorted(set(out))
 
 
 def _refined(
