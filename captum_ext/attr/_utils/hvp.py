@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from captum_ext.attr._utils.contract import check_logits, chunks
+from captum_ext.attr._utils.logit_spectrum import leading_eigenpairs
 
 #: ``row_logits(x_rows, example_index) -> logits``: ``x_rows`` is ``(R, d)`` flattened inputs,
 #: ``example_index`` the ``(R,)`` example each row belongs to (for additional forward args).
@@ -223,16 +224,18 @@ class ClosedFormHessian(_Base):
 
     With ``tol=None`` the ``C`` rows of ``J`` are computed (``C`` vector-Jacobian products per
     base point, ``N * n * C * d`` numbers): 1,000 backward passes for an ImageNet classifier.
-    With ``tol`` the operator is built in ``A``'s eigenbasis instead: ``A = V diag(l) V^T`` gives
-    ``H = sum_r l_r (J^T v_r)(J^T v_r)^T``, and only the directions with ``|l_r| > tol *
-    max |l|`` are kept, per base point (a chunk of rows computes as many products as its most
-    demanding row needs, with zero weight on the rest, so chunking does not change ``H``). The
-    dropped part is ``J^T M J`` with ``||M||_2 <= tol ||A||_2``, so ``||H - H_k||_2 <= tol
-    ||A||_2 ||J||_2^2``. Each kept direction costs one vector-Jacobian product ``J^T v_r``, and the
-    gradient one more. For the cross-entropy of a trained classifier ``A``'s spectrum follows
-    the softmax of the competing classes: a few large eigenvalues and a plateau of tiny ones
-    (the classes the example is nothing like), which is dropped. A loss linear in the logits
-    (``A = 0``) keeps no direction: ``H = 0`` exactly. :attr:`rank` holds the most kept by a chunk.
+    With ``tol`` the operator is built in ``A``'s eigenbasis instead: ``A = V diag(l) V^T``
+    gives ``H = sum_r l_r (J^T v_r)(J^T v_r)^T``, and only the directions with ``|l_r| > tol *
+    max |l|`` are kept, per base point (found by a partial eigensolver for many classes, see
+    :mod:`captum_ext.attr._utils.logit_spectrum`; a chunk of rows computes as many products as
+    its most demanding row needs, with zero weight on the rest, so chunking does not change
+    ``H``). The dropped part is ``J^T M J`` with ``||M||_2 <= tol ||A||_2``, so ``||H - H_k||_2
+    <= tol ||A||_2 ||J||_2^2``. Each kept direction costs one vector-Jacobian product ``J^T
+    v_r``, and the gradient one more. For the cross-entropy of a trained classifier ``A``'s
+    spectrum follows the softmax of the competing classes: a few large eigenvalues and a plateau
+    of tiny ones (the classes the example is nothing like), which is dropped. A loss linear in
+    the logits (``A = 0``) keeps no direction: ``H = 0`` exactly. :attr:`rank` holds the most
+    kept by a chunk.
 
     Args:
         row_logits: See :data:`RowLogits`.
@@ -301,10 +304,7 @@ class ClosedFormHessian(_Base):
         # would put ~1e-8 on every one of C eigenvalues and defeat a small tol)
         gz, a = self._logit_derivatives(logits.detach().double(), ex, w)
         gz = gz.to(logits.dtype)
-        lam, vec = torch.linalg.eigh(a)
-        order = lam.abs().argsort(1, descending=True)
-        lam = lam.gather(1, order)
-        vec = vec.gather(2, order[:, None, :].expand_as(vec))
+        lam, vec = leading_eigenpairs(a, self.tol)  # sorted by |l|, largest first
         # keep every direction whose |l_r| exceeds tol * max |l| (sorted: a prefix)
         mags = lam.abs()
         kept = mags > self.tol * mags[:, :1]  # per row, so chunking does not change the result
