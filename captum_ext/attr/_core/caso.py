@@ -213,16 +213,17 @@ class CASO(ContextAware):
     - ``hessian="hvp"``: exact Hessian-vector products by double backward through a
       retained gradient graph, for any twice-differentiable model. Each product costs about
       two Saliency passes per vector (forward-over-reverse ``torch.func.jvp`` of ``grad`` costs
-      about four on ResNet-18 at 224 x 224 on a CPU), and the default lambda1 rule makes
-      about 100 of them: ~200x Saliency's time.
+      about four on ResNet-18 at 224 x 224 on a CPU); a call makes 10 for power iteration and
+      10 per lambda1 value the rule tries (1-3 on the benchmark): 30-85x Saliency's time on
+      the 224 x 224 benchmark ResNet-18 (2 CPU cores).
     - ``hessian="closed_form"``: ``H = J^T A J`` with ``J`` the logit Jacobian and ``A`` the
       loss Hessian in the logits (``diag(p) - p p^T`` for cross-entropy; Prop. 1), after which
       no power or FISTA iteration, for any ``lambda1``, needs a model pass. Exact for
       piecewise-linear networks (ReLU, max-pool, eval-mode batch norm); for other networks it
       is the Gauss-Newton approximation of ``H``. Only the leading eigen-directions of ``A``
       are kept (``hessian_tol``): ``k + 1`` gradient passes instead of one per class, with
-      ``k = 1-6`` on the 1,000-class benchmark ResNet-18 at 224 x 224 (4-10x Saliency's
-      time, against 270-540x for all classes and ~200x for ``"hvp"``). A model unsure among
+      ``k = 1-6`` on the 1,000-class benchmark ResNet-18 at 224 x 224 (the operator 3-5x
+      Saliency's time, the whole call 4-9x, against ~560x for all classes). A model unsure among
       many classes (a flat softmax, e.g. random weights) has a flat spectrum and keeps up to
       ``C`` directions. Memory ``N * n * k * d`` numbers (``n`` Smooth copies).
 
@@ -340,7 +341,8 @@ class CASO(ContextAware):
                 2-6 directions instead of 1,000 passes, and the Hessian is within 1.7e-5 to
                 8.4e-5 (relative, operator norm) of the full closed form on three images and
                 2.1e-4 on the fourth (``1e-6`` would fix that one but keeps 982 directions on
-                another, whose spectrum has a plateau there; timings in
+                another, whose spectrum has a plateau there); the CASO maps are within 6.6e-6
+                to 6.8e-5 (relative L2) of every class's on all four (timings in
                 ``benchmarks/bench_caso_classes.py``). :attr:`last_info` ``["hessian_rank"]``
                 holds the directions kept. Ignored by ``"hvp"``.
             step: ``"fixed"`` (each line search starts at ``1/(2 lambda2)``; see the class
