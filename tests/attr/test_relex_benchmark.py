@@ -103,3 +103,27 @@ def test_averaging_the_second_half_makes_seeds_agree(shapes_model, shapes_32_cor
 
     last, averaged = agreement(None), agreement(0.5)
     assert averaged > last + 0.05
+
+
+def test_the_constant_start_makes_seeds_agree(shapes_model, shapes_32_correct) -> None:
+    """Two seeds of the default differ by their noise and, with ``init="uniform"`` (the
+    papers'), by the mask's random start too; the constant start removes the second part.
+    Median Spearman on 8 of these images: 0.72 (uniform) and 0.83 (constant) on one training
+    of small_cnn; on 48 images the mean rose from 0.83 to 0.90 (``RelEx``'s class docstring)."""
+    from scipy.stats import spearmanr
+
+    images, labels = (t[:8] for t in shapes_32_correct[:2])
+    model = shapes_model.model.eval()
+
+    def agreement(init: str) -> float:
+        a, b = (
+            RelEx(model)
+            .attribute(images, labels, init=init, generator=torch.Generator().manual_seed(seed))
+            .mean(1)
+            for seed in (0, 1)
+        )
+        rho = [spearmanr(u.flatten(), v.flatten())[0] for u, v in zip(a, b)]
+        return float(torch.tensor(rho).median())
+
+    uniform, constant = agreement("uniform"), agreement("constant")
+    assert constant > uniform + 0.03, (uniform, constant)
