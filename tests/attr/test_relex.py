@@ -30,7 +30,7 @@ def _objective_settings(
     return RelExSettings(
         n_iter=50, n_samples=16, noise_scale=0.1, lambda1=lambda1, lambda2=lambda2, lr=0.1,
         momentum=0.9, reference_numerics=reference_numerics, samples_per_eval=samples_per_eval,
-        channels_last=False, temperature=None, average_from=0.5,
+        channels_last=False, temperature=None, average_from=0.5, init="constant",
     )  # fmt: skip
 
 

@@ -126,7 +126,7 @@ class RelExSettings:
     channels_last: bool
     temperature: Union[str, float, None]
     average_from: float | None
-    init: str = "constant"
+    init: str
 
 
 @dataclass(frozen=True)

@@ -399,10 +399,10 @@ def _narrowed(seen: list[_Seen], lo: float, top: float, upper: float, width: int
         p = (0.0, 0.0) if p == q else p
         floor, ceil = b[0] / _MAX_STEP, b[0]
     margin = _SAFEGUARD * (ceil - floor)
+    slope = (q[1] - p[1]) / (q[0] - p[0]) if q[0] != p[0] else 0.0
     out = []
     for k in range(width):
         target = lo + (top - lo) * (k + 1) / (width + 1)
-        slope = (q[1] - p[1]) / (q[0] - p[0]) if q[0] != p[0] else 0.0
         lam = p[0] + (target - p[1]) / slope if slope > 0 else 0.5 * (floor + ceil)
         out.append(min(max(lam, floor + margin), ceil - margin))
     return sorted(set(out))
