@@ -117,6 +117,7 @@ _rows(
         ("lambda1-neg", lambda: RelEx(M).attribute(X, target=Y, lambda1=-1.0), ValueError, "lambda1"),
         ("baselines-str", lambda: RelEx(M).attribute(X, target=Y, baselines="median"), ValueError, "baselines"),
         ("init-name", lambda: RelEx(M).attribute(X, target=Y, init="zeros"), ValueError, "init"),
+        ("antithetic-str", lambda: RelEx(M).attribute(X, target=Y, antithetic="yes"), TypeError, "antithetic"),
         ("baselines-nan", lambda: RelEx(M).attribute(X, target=Y, baselines=float("nan")), ValueError, "baselines"),
         ("baselines-shape", lambda: RelEx(M).attribute(X, target=Y, baselines=X[:, :1, :3]), ValueError, "baselines"),
         ("temperature-zero", lambda: RelEx(M).attribute(X, target=Y, temperature=0.0), ValueError, "temperature"),

@@ -59,18 +59,22 @@ from captum_ext.attr._utils.map_checks import warn_if_degenerate
 #: 0.83 to 0.90 (SmoothGrad's is 0.89), the pointing game from 0.85 to 0.88, energy in the
 #: object 3.86x -> 3.88x its area. Step-size schedules that decay (1/sqrt(t), cosine, linear)
 #: do not do this: 0.81 with the random start either way.
+#: ``antithetic``: the default draws the noisy copies in pairs ``x0 + eps``, ``x0 - eps`` (the
+#: objective is unchanged: each copy is still N(x0, s^2 I)); with the same passes the
+#: seed-to-seed Spearman correlation rises from 0.90 to 0.92 on that benchmark (48 images) and
+#: from 0.86 to 0.88 on the 224 x 224 benchmark ResNet-18 (2 images); localisation unchanged.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
         "n_samples": 16, "lr": 0.1, "momentum": 0.9, "baselines": "mean", "average_from": 0.5,
-        "init": "constant",
+        "init": "constant", "antithetic": True,
     },
     "code": {
         "n_samples": 50, "lr": 0.1, "momentum": 0.99, "baselines": 0.0, "average_from": None,
-        "init": "uniform",
+        "init": "uniform", "antithetic": False,
     },
     "supplementary": {
         "n_samples": 100, "lr": 1e-3, "momentum": 0.0, "baselines": 0.0, "average_from": None,
-        "init": "uniform",
+        "init": "uniform", "antithetic": False,
     },
 }  # fmt: skip
 
@@ -127,6 +131,7 @@ class RelExSettings:
     temperature: Union[str, float, None]
     average_from: float | None
     init: str
+    antithetic: bool
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,16 @@ class RelEx(NoAttributeFuture, GradientAttribution):
     object from 3.86x to 3.88x its area. On the 224 x 224 benchmark ResNet-18 (2 images): 0.81
     -> 0.89 (SmoothGrad: 0.99), pointing game 1.0 and energy 4.7x either way. The numbers
     below were measured with the random start.
+
+    The noisy copies of a step come in antithetic pairs ``x0 + eps``, ``x0 - eps``
+    (``antithetic=True``, the default; the papers draw them independently): every copy is still
+    ``N(x0, s^2 I)``, so J and its expected gradient are unchanged, and the part of the gradient
+    that is odd in the noise cancels within a pair. With the same passes, two seeds agree at a
+    Spearman correlation of 0.92 instead of 0.90 on the benchmark's ``small_cnn`` (48 images) and
+    0.88 instead of 0.86 on the 224 x 224 benchmark ResNet-18 (2 images); pointing game and
+    energy are unchanged (0.85 / 3.6x and 1.0 / 4.6x). Cosine or 1/sqrt(t) step sizes, tried
+    with the constant start, do not help (0.89 / 0.91 at 32 x 32, the latter with a pointing
+    game of 0.83; 0.86 at 224).
 
     The steps have a constant length (a normalised gradient times ``lr``), so the mask never
     settles: it keeps moving around, and away from, where it went first. Measured on the
@@ -278,6 +293,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         temperature: Union[Literal["auto"], float, None] = None,
         average_from: float | None | Literal["preset"] = "preset",
         init: Literal["constant", "uniform"] | None = None,
+        antithetic: bool | None = None,
         generator: GeneratorArg = None,
         show_progress: bool = False,
     ) -> TensorOrTupleOfTensorsGeneric:
@@ -342,6 +358,12 @@ class RelEx(NoAttributeFuture, GradientAttribution):
                 ``"uniform"`` (U[0, 0.01) from ``generator``, the papers' and the authors'
                 code). None: the preset's value (``"constant"`` for "default", ``"uniform"``
                 for "code" and "supplementary"). See the class docstring for why.
+            antithetic: Draw each step's noisy copies in antithetic pairs ``x0 + eps_i``,
+                ``x0 - eps_i`` (an odd ``n_samples`` adds one unpaired copy) instead of
+                independently. Each copy is still ``N(x0, s^2 I)``, so the objective and its
+                expected gradient are unchanged; the part of the gradient that is odd in the
+                noise cancels within a pair. None: the preset's value (True for "default",
+                False for "code" and "supplementary", as the papers). See the class docstring.
             generator: A ``torch.Generator`` whose stream all examples share (common random
                 numbers; it is advanced by the call). Or a sequence of N generators, one per
                 example, used directly. None: a fresh generator seeded with
@@ -377,6 +399,9 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             raise ValueError(
                 f"init must be one of {', '.join(map(repr, INITS))} or None, got {init!r}"
             )
+        antithetic = knobs["antithetic"] if antithetic is None else antithetic
+        if not isinstance(antithetic, bool):
+            raise TypeError(f"antithetic must be a bool or None, got {type(antithetic).__name__}")
         _check_temperature(temperature)
         num = inputs_t[0].shape[0]
         rows = num * 2 * n_samples
@@ -391,7 +416,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
             n_iter=n_iter, n_samples=n_samples, noise_scale=noise_scale, lambda1=lambda1,
             lambda2=lambda2, lr=lr, momentum=momentum, reference_numerics=reference_numerics,
             samples_per_eval=samples_per_eval, channels_last=channels_last,
-            temperature=temperature, average_from=avg_from, init=init,
+            temperature=temperature, average_from=avg_from, init=init, antithetic=antithetic,
         )  # fmt: skip
         n_chunks = -(-rows // samples_per_eval)
         bar = (
@@ -436,7 +461,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         )
         mean: tuple[Tensor, ...] | None = None
         for step in range(cfg.n_iter):
-            shifted = _noisy_copies(inputs_t, scales, bases, source, cfg.n_samples)
+            shifted = _noisy_copies(inputs_t, scales, bases, source, cfg.n_samples, cfg.antithetic)
             grads, _ = relex_objective(self.forward_func, shifted, masks, rows, cfg, bar)
             buf, masks = _sgd_step(masks, buf, normalise_per_example(grads), cfg)
             if step >= first_averaged:  # running mean of the masks after these steps
@@ -494,17 +519,22 @@ def _noisy_copies(
     bases: tuple[Tensor, ...],
     source: torch.Generator | list[torch.Generator],
     n_samples: int,
+    antithetic: bool = False,
 ) -> tuple[Tensor, ...]:
     """One step's noisy copies minus the baseline, ``x0 - b + s * eps``, ``(N, B, *s)`` each.
 
     The model then sees ``b + m * (x_i - b)`` and its complement. The noise is drawn from
-    ``source`` input tensor by input tensor, in order.
+    ``source`` input tensor by input tensor, in order. ``antithetic``: ``ceil(B / 2)`` draws
+    ``eps`` followed by the first ``floor(B / 2)`` of them negated.
     """
-    return tuple(
-        (x - b).unsqueeze(1)
-        + s.view(-1, *([1] * x.dim())) * _draw(torch.randn, source, (n_samples, *x.shape[1:]), x)
-        for x, s, b in zip(inputs_t, scales, bases)
-    )
+    drawn = -(-n_samples // 2) if antithetic else n_samples
+    out = []
+    for x, s, b in zip(inputs_t, scales, bases):
+        eps = _draw(torch.randn, source, (drawn, *x.shape[1:]), x)
+        if antithetic:
+            eps = torch.cat((eps, -eps[:, : n_samples - drawn]), 1)
+        out.append((x - b).unsqueeze(1) + s.view(-1, *([1] * x.dim())) * eps)
+    return tuple(out)
 
 
 def _sgd_step(
