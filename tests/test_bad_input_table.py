@@ -93,6 +93,7 @@ for cls in (CAFO, CASO):
             ("loss-list", lambda c=cls: c(M, loss=[0]), ValueError, "loss"),
             ("lambda1-neg", lambda c=cls: c(M).attribute(X, target=Y, lambda1=-1.0), ValueError, "lambda1"),
             ("lambda1-str", lambda c=cls: c(M).attribute(X, target=Y, lambda1="big"), ValueError, "lambda1"),
+            ("abs-str", lambda c=cls: c(M).attribute(X, target=Y, abs="yes"), TypeError, "abs"),
             ("target-neg", lambda c=cls: c(M).attribute(X, target=-1), ValueError, "target"),
             ("target-big", lambda c=cls: c(M).attribute(X, target=[0, 3]), ValueError, "target"),
             ("logits-3d", lambda c=cls: c(lambda a: M(a).unsqueeze(-1)).attribute(X, target=Y), ValueError, "forward_func"),

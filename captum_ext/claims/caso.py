@@ -122,10 +122,13 @@ def _cafo_caso_cosine(
         :attr:`CASO.last_info`: how much of the ridge the Hessian's top eigenvalue cancels
         (0: CASO is CAFO whatever ``H`` looks like).
     """
-    cafo = CAFO(model).attribute(x, target, args, lambda1=0.0)
+    # the theorem compares the signed solutions
+    cafo = CAFO(model).attribute(x, target, args, lambda1=0.0, abs=False)
     caso_method = CASO(model)
     gen = torch.Generator().manual_seed(seed)  # the power iteration's start vector
-    caso = caso_method.attribute(x, target, args, lambda1=0.0, hessian=hessian, generator=gen)
+    caso = caso_method.attribute(
+        x, target, args, lambda1=0.0, hessian=hessian, generator=gen, abs=False
+    )
     info = caso_method.last_info
     share = (info["top_eigenvalue"] / (2 * info["lambda2"])).double()
     cos = F.cosine_similarity(cafo.flatten(1).double(), caso.flatten(1).double(), dim=1)

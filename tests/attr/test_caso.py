@@ -75,7 +75,7 @@ def test_caso_lambda1_zero_equals_inverse_formula(hessian):
     t = model(x).argmax(1)
     g, h = exact_grad_hess(model, x, t)
     caso = CASO(model)
-    out = caso.attribute(x, target=t, lambda1=0.0, n_iter=300, hessian=hessian)
+    out = caso.attribute(x, target=t, lambda1=0.0, n_iter=300, hessian=hessian, abs=False)
     lam2 = caso.last_info["lambda2"]
     # every knob is in units of u = max |g|: the objective of g / u and H / u
     u = g.abs().amax(1)
@@ -98,12 +98,15 @@ def test_cafo_is_soft_threshold_over_two_lambda2_for_every_lambda1():
     g = g / g.abs().amax(1, keepdim=True)  # lambda1 and lambda2 are in units of max |g|
     values = [0.0, 1e-3, 1e-2, 5e-2, 0.2]
     cafo = CAFO(model)
-    path = cafo.lambda1_path(x, values, target=t, lambda2=3.0)
+    path = cafo.lambda1_path(x, values, target=t, lambda2=3.0, abs=False)
     for lam, attr in zip(values, path):
         assert torch.allclose(attr, soft_threshold(g, lam) / 6.0, atol=1e-15)
-        single = cafo.attribute(x, target=t, lambda1=lam)  # default lambda2 = c1 = 10
+        single = cafo.attribute(x, target=t, lambda1=lam, abs=False)  # lambda2 = c1 = 10
         assert torch.allclose(single, soft_threshold(g, lam) / 20.0, atol=1e-15)
         assert torch.equal(cafo.last_info["eta"], (single == 0).double().mean(1))
+        # the default returns the paper's importance values |Delta*|, as lambda1_path does
+        assert torch.equal(cafo.attribute(x, target=t, lambda1=lam), single.abs())
+        assert torch.equal(cafo.lambda1_path(x, [lam], target=t, lambda2=3.0)[0], attr.abs())
 
 
 def test_hvp_and_closed_form_give_the_same_caso_on_relu_nets(shapes_model, shapes_batch):
@@ -140,8 +143,10 @@ def test_theorem5_caso_parallel_to_cafo_only_at_high_confidence():
         # c1 is in units of max |g| (about 10 here at uniform p, where the top Hessian
         # eigenvalue is about 40): c1 = 1 keeps lambda2 comparable to L / 2, as the old
         # absolute c1 = 10 did, so the Hessian term can matter at all
-        caso = CASO(f).attribute(x, target=0, lambda1=0.0, n_iter=100, hessian="hvp", c1=1.0)
-        cafo = CAFO(f).attribute(x, target=0, lambda1=0.0)
+        caso = CASO(f).attribute(
+            x, target=0, lambda1=0.0, n_iter=100, hessian="hvp", c1=1.0, abs=False
+        )
+        cafo = CAFO(f).attribute(x, target=0, lambda1=0.0, abs=False)
         cosines[c] = F.cosine_similarity(caso, cafo, dim=1)
     assert float(torch.softmax(model_with_margin(20.0)(x), 1)[:, 0].min()) > 0.999
     assert bool((cosines[20.0] > 0.99).all())
@@ -352,7 +357,7 @@ def test_smooth_cafo_averages_gradients_with_the_target_fixed():
     t = torch.tensor([3, 3, 3])
     out = CAFO(model).attribute(
         x, target=t, lambda1=0.0, n_samples=16, stdevs=0.5,
-        generator=torch.Generator().manual_seed(3),
+        generator=torch.Generator().manual_seed(3), abs=False,
     )  # fmt: skip
     # the copies as documented: x + stdevs * (max - min) * N(0, 1), one (n, d) draw shared
     # by the examples (an example's copies do not depend on its position in the batch)

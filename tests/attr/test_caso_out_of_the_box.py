@@ -93,7 +93,7 @@ def test_stable_gradient_matches_float64_cross_entropy_gradient_direction():
     ce_grad = c * torch.einsum("nk,nkd->nd", q, w[None] - w[t][:, None])
     assert float((1 - torch.softmax(z, 1).max(1).values).max()) == 0.0
     assert bool((ce_grad.abs().amax(1) > 0).all())
-    out = CAFO(model32).attribute(x.float(), target=t, lambda1=0.0)
+    out = CAFO(model32).attribute(x.float(), target=t, lambda1=0.0, abs=False)
     assert bool((cosine(out, ce_grad) > 0.9999).all())
 
 
@@ -184,15 +184,15 @@ def test_loss_options_follow_their_closed_forms():
     def unit(g):
         return g / g.abs().amax(1, keepdim=True)
 
-    logit = CAFO(model, loss="logit").attribute(x, target=t, lambda1=0.0)
+    logit = CAFO(model, loss="logit").attribute(x, target=t, lambda1=0.0, abs=False)
     assert torch.allclose(logit, unit(grad_of(lambda z: z)) / 20.0, atol=1e-14)
-    logp = CAFO(model, loss="log_prob").attribute(x, target=t, lambda1=0.0)
+    logp = CAFO(model, loss="log_prob").attribute(x, target=t, lambda1=0.0, abs=False)
     assert torch.allclose(logp, unit(grad_of(lambda z: F.log_softmax(z, 1))) / 20.0, atol=1e-13)
-    ce = CAFO(model).attribute(x, target=t, lambda1=0.0)
+    ce = CAFO(model).attribute(x, target=t, lambda1=0.0, abs=False)
     assert torch.allclose(ce, -logp, atol=1e-13)
     # CASO with log_prob: H = -H_CE is negative semidefinite, so L = 0 and lambda2 = c1
     caso = CASO(model, loss="log_prob")
-    out = caso.attribute(x, target=t, lambda1=0.0, n_iter=300)
+    out = caso.attribute(x, target=t, lambda1=0.0, n_iter=300, abs=False)
     assert torch.allclose(caso.last_info["lambda2"], torch.full((5,), 10.0, dtype=torch.float64))
     h = torch.stack(
         [
@@ -209,7 +209,7 @@ def test_loss_options_follow_their_closed_forms():
     assert torch.allclose(out, exact[..., 0], atol=1e-10)
     # the old keyword still works
     old = CAFO(model, loss_fn=lambda z, y: F.cross_entropy(z, y, reduction="none"))
-    assert torch.allclose(old.attribute(x, target=t, lambda1=0.0), ce, atol=1e-14)
+    assert torch.allclose(old.attribute(x, target=t, lambda1=0.0, abs=False), ce, atol=1e-14)
     for bad in ("mse", 3, None):
         with pytest.raises(ValueError, match="loss"):
             CASO(model, loss=bad)

@@ -43,8 +43,17 @@ class CAFO(ContextAware):
     ``g`` averaged over Gaussian copies with the target kept fixed (the paper's Def. 4; the
     authors' code relabels each copy by its own argmax, which we do not copy).
 
-    The output is signed and shaped like the inputs; the paper displays ``sum_c |Delta|``
-    normalised as in SmoothGrad (Appendix D). ``lambda1`` and ``c1`` depend on the input scale
+    The output is ``|Delta*|``, shaped like the inputs: the paper's importance values, which it
+    displays as ``sum_c |Delta|`` normalised as in SmoothGrad (Appendix D); ``abs=False``
+    returns the signed ``Delta*`` (as Captum's ``Saliency``, whose ``abs`` it mirrors). Measured
+    with the Captum-natural call, the pointing game of the signed map (the maximum of
+    ``sum_c Delta``) ignores pixels whose ``Delta`` is negative: on 48 ``small_cnn`` benchmark
+    images CAFO scores 0.48 signed against 0.52 for ``|Delta|`` (Saliency 0.54), energy in
+    the object 2.3x against 3.0x its area; on 4 images of the 224 x 224 benchmark ResNet-18
+    1.00 either way (Saliency 1.00), energy 4.8x against 4.9x, and 0.50 against 0.75 on a
+    previous training of that model (Saliency 0.75).
+
+    ``lambda1`` and ``c1`` depend on the input scale
     (the grid is tuned for [0, 1] pixels; scaling inputs by ``s`` scales ``g`` by ``1/s``).
     After each call :attr:`last_info` holds per-example tensors ``lambda1``, ``lambda2``,
     ``eta`` (sparsity ratio), ``in_window`` and ``loss`` (the first-order surrogate
@@ -84,6 +93,7 @@ class CAFO(ContextAware):
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        abs: bool = True,
     ) -> TensorOrTupleOfTensorsGeneric:
         """Compute CAFO (or SmoothCAFO) attributions.
 
@@ -119,9 +129,13 @@ class CAFO(ContextAware):
             generator: Randomness of the Smooth copies (default: a generator seeded from
                 ``torch.initial_seed()``).
             show_progress: Show a progress bar (Captum's ``progress``).
+            abs: Return ``|Delta*|``, the paper's feature importance values (Sec. 3: "the
+                vector ``|x~* - x|`` contains the feature importance values that are
+                visualized"), as Captum's ``Saliency`` returns ``|g|``; False returns the
+                signed ``Delta*``.
 
         Returns:
-            ``Delta*`` shaped like ``inputs`` (detached, signed).
+            ``|Delta*|`` (or ``Delta*`` with ``abs=False``) shaped like ``inputs`` (detached).
         """
         cfg, options = self._configure(
             lambda1,
@@ -130,12 +144,14 @@ class CAFO(ContextAware):
                 "lambda1_grid": lambda1_grid, "max_halvings": max_halvings,
                 "lambda1_rule": lambda1_rule, "n_samples": n_samples, "stdevs": stdevs,
                 "internal_batch_size": internal_batch_size, "generator": generator,
-                "show_progress": show_progress,
+                "show_progress": show_progress, "abs": abs,
             },
         )  # fmt: skip
         ctx, out = self._attribute(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
-        return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
+        return self._checked_output(
+            ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule, abs
+        )
 
     def lambda1_path(
         self,
@@ -239,8 +255,17 @@ class CASO(ContextAware):
     inside one objective, the target kept fixed (the authors' code relabels each copy by its
     argmax; Def. 4 does not).
 
-    The output is signed and shaped like the inputs; the paper displays ``sum_c |Delta|``
-    normalised as in SmoothGrad (Appendix D). ``lambda1`` and ``c1`` depend on the input scale
+    The output is ``|Delta*|``, shaped like the inputs: the paper's importance values, which it
+    displays as ``sum_c |Delta|`` normalised as in SmoothGrad (Appendix D); ``abs=False``
+    returns the signed ``Delta*`` (as Captum's ``Saliency``, whose ``abs`` it mirrors). Measured
+    with the Captum-natural call, the pointing game of the signed map (the maximum of
+    ``sum_c Delta``) ignores pixels whose ``Delta`` is negative: on 48 ``small_cnn`` benchmark
+    images CASO scores 0.46 signed against 0.48 for ``|Delta|`` (Saliency 0.54), energy in
+    the object 2.4x against 3.1x its area; on 4 images of the 224 x 224 benchmark ResNet-18
+    1.00 either way (Saliency 1.00), energy 4.9x against 5.1x, and 0.50 against 0.75 on a
+    previous training of that model (Saliency 0.75).
+
+    ``lambda1`` and ``c1`` depend on the input scale
     (the grid is tuned for [0, 1] pixels). After each call :attr:`last_info` holds per-example
     tensors ``lambda1``, ``lambda2``, ``eta`` (sparsity ratio), ``in_window``, ``loss`` (the
     surrogate ``g^T D + 1/2 D^T H D`` used by the rule), ``top_eigenvalue``,
@@ -297,6 +322,7 @@ class CASO(ContextAware):
         internal_batch_size: int | None = None,
         generator: torch.Generator | None = None,
         show_progress: bool = False,
+        abs: bool = True,
     ) -> TensorOrTupleOfTensorsGeneric:
         """Compute CASO (or SmoothCASO) attributions.
 
@@ -351,9 +377,13 @@ class CASO(ContextAware):
             generator: Randomness of the power-iteration start and the Smooth copies (default:
                 a generator seeded from ``torch.initial_seed()``).
             show_progress: Show a progress bar (Captum's ``progress``).
+            abs: Return ``|Delta*|``, the paper's feature importance values (Sec. 3: "the
+                vector ``|x~* - x|`` contains the feature importance values that are
+                visualized"), as Captum's ``Saliency`` returns ``|g|``; False returns the
+                signed ``Delta*``.
 
         Returns:
-            ``Delta*`` shaped like ``inputs`` (detached, signed).
+            ``|Delta*|`` (or ``Delta*`` with ``abs=False``) shaped like ``inputs`` (detached).
         """
         cfg, options = self._configure(
             lambda1,
@@ -364,12 +394,14 @@ class CASO(ContextAware):
                 "lambda1_grid": lambda1_grid, "max_halvings": max_halvings,
                 "lambda1_rule": lambda1_rule, "n_samples": n_samples, "stdevs": stdevs,
                 "internal_batch_size": internal_batch_size, "generator": generator,
-                "show_progress": show_progress,
+                "show_progress": show_progress, "abs": abs,
             },
         )  # fmt: skip
         ctx, out = self._attribute(inputs, target, additional_forward_args, cfg, options)
         self._squeeze_info()
-        return self._checked_output(ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule)
+        return self._checked_output(
+            ctx, out["delta"][:, 0], isinstance(lambda1, str), lambda1_rule, abs
+        )
 
     def lambda1_path(
         self,

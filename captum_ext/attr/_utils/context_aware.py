@@ -138,6 +138,7 @@ class ContextAwareSettings:
     stdevs: float = 0.15
     generator: torch.Generator | None = None
     show_progress: bool = False
+    abs: bool = True
 
 
 #: The fields of :class:`ContextAwareSettings` (the other knobs are the method's options).
@@ -195,6 +196,8 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         """
         shared = {k: v for k, v in knobs.items() if k in SETTINGS}
         own = {k: v for k, v in knobs.items() if k not in SETTINGS}
+        if not isinstance(shared.get("abs", True), bool):
+            raise TypeError(f"abs must be a bool, got {type(shared['abs']).__name__}")
         return ContextAwareSettings(lambda1=lambda1, **shared), {**self._option_defaults, **own}
 
     # ----------------------------------------------------------------------------- set-up
@@ -439,11 +442,11 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
         }
 
     def _checked_output(
-        self, ctx: dict[str, Any], delta: Tensor, auto: bool, rule: str
+        self, ctx: dict[str, Any], delta: Tensor, auto: bool, rule: str, absolute: bool
     ) -> TensorOrTupleOfTensorsGeneric:
         """The output of ``attribute``, after the warnings of :mod:`.map_checks`."""
         name = self.get_name()
-        out = self._finish(ctx, delta)
+        out = self._finish(ctx, delta, absolute)
         warn_if_degenerate(
             name,
             out,
@@ -467,8 +470,11 @@ class ContextAware(NoAttributeFuture, GradientAttribution, ABC):
             )
         return out
 
-    def _finish(self, ctx: dict[str, Any], delta: Tensor) -> TensorOrTupleOfTensorsGeneric:
-        parts = ctx["unflatten"](delta.detach())
+    def _finish(
+        self, ctx: dict[str, Any], delta: Tensor, absolute: bool
+    ) -> TensorOrTupleOfTensorsGeneric:
+        """``Delta`` (``|Delta|`` when ``absolute``) shaped and typed like the inputs."""
+        parts = ctx["unflatten"](delta.detach().abs() if absolute else delta.detach())
         parts = tuple(p.to(dt) for p, dt in zip(parts, ctx["dtypes"]))
         return _format_output(ctx["is_tuple"], parts)
 
@@ -540,7 +546,7 @@ def lambda1_path(
         raise TypeError(f"unexpected keyword arguments for lambda1_path: {sorted(unknown)}")
     cfg, options = method._configure(values, kwargs)
     ctx, out = method._attribute(inputs, target, additional_forward_args, cfg, options)
-    return [method._finish(ctx, out["delta"][:, k]) for k in range(len(values))]
+    return [method._finish(ctx, out["delta"][:, k], cfg.abs) for k in range(len(values))]
 
 
 def _is_number(value: Any) -> bool:
