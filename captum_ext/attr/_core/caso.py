@@ -255,15 +255,10 @@ class CASO(ContextAware):
     inside one objective, the target kept fixed (the authors' code relabels each copy by its
     argmax; Def. 4 does not).
 
-    The output is ``|Delta*|``, shaped like the inputs: the paper's importance values, which it
-    displays as ``sum_c |Delta|`` normalised as in SmoothGrad (Appendix D); ``abs=False``
-    returns the signed ``Delta*`` (as Captum's ``Saliency``, whose ``abs`` it mirrors). Measured
-    with the Captum-natural call, the pointing game of the signed map (the maximum of
-    ``sum_c Delta``) ignores pixels whose ``Delta`` is negative: on 48 ``small_cnn`` benchmark
-    images CASO scores 0.46 signed against 0.48 for ``|Delta|`` (Saliency 0.54), energy in
-    the object 2.4x against 3.1x its area; on 4 images of the 224 x 224 benchmark ResNet-18
-    1.00 either way (Saliency 1.00), energy 4.9x against 5.1x, and 0.50 against 0.75 on a
-    previous training of that model (Saliency 0.75).
+    The output is ``|Delta*|`` as for :class:`CAFO` (the paper's importance values; signed with
+    ``abs=False``): on the same 48 ``small_cnn`` images CASO's pointing game is 0.46 signed and
+    0.48 for ``|Delta|``, energy 2.4x and 3.1x its area; at 224 1.00 either way, energy 4.9x and
+    5.1x.
 
     ``lambda1`` and ``c1`` depend on the input scale
     (the grid is tuned for [0, 1] pixels). After each call :attr:`last_info` holds per-example
