@@ -122,7 +122,7 @@ def _loss_function(loss: Any) -> LossCallable:
 
 @dataclass(frozen=True)
 class ContextAwareSettings:
-    """The ``lambda1`` search and Smooth-copy knobs of one CAFO / CASO call.
+    """The ``lambda1`` search, Smooth-copy and output (``abs``) knobs of one CAFO / CASO call.
 
     The ``attribute`` arguments of that name, shared by both methods, with the same defaults
     (``lambda1`` is a list for ``lambda1_path``); built by :meth:`ContextAware._configure` and
