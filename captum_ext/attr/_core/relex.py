@@ -531,7 +531,7 @@ def _noisy_copies(
     bases: tuple[Tensor, ...],
     source: torch.Generator | list[torch.Generator],
     n_samples: int,
-    antithetic: bool = False,
+    antithetic: bool,
 ) -> tuple[Tensor, ...]:
     """One step's noisy copies minus the baseline, ``x0 - b + s * eps``, ``(N, B, *s)`` each.
 
