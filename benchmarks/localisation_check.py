@@ -2,9 +2,9 @@
 
 Runs every captum-ext method with its defaults and the Captum-natural call (``LEG(model)``,
 ``LEGTV(model)``, ``CAFO(model)``, ``CASO(model)``, ``CASO(model)`` with ``hessian="hvp"``,
-``RelEx(model)``, and ``RelEx(model)`` with ``temperature="auto"``) next to Captum's Saliency
-(abs), IntegratedGradients (50 steps), SmoothGrad (``NoiseTunnel(Saliency)``, 25 samples,
-stdev 0.15) and Occlusion, on
+``RelEx(model)``, and ``RelEx(model)`` with ``temperature=None``, the paper's raw softmax, as
+``RelEx-rawT``) next to Captum's Saliency (abs), IntegratedGradients (50 steps), SmoothGrad
+(``NoiseTunnel(Saliency)``, 25 samples, stdev 0.15) and Occlusion, on
 
 - ``small``: small_cnn on SyntheticShapes 32x32 (12 correctly classified test images by default;
   Occlusion window 4x4, stride 2), and
@@ -123,7 +123,7 @@ def methods(size: int) -> dict[str, tuple[Method, bool]]:
         "CASO": (_with_generator(CASO), accepts_generator(CASO)),
         "CASO-hvp": (_with_generator(CASO, hessian="hvp"), accepts_generator(CASO)),
         "RelEx": (_with_generator(RelEx), accepts_generator(RelEx)),
-        "RelEx-auto": (_with_generator(RelEx, temperature="auto"), accepts_generator(RelEx)),
+        "RelEx-rawT": (_with_generator(RelEx, temperature=None), accepts_generator(RelEx)),
         "Saliency": (_saliency, False),
         "IG": (_ig, False),
         "SmoothGrad": (_smoothgrad, True),

@@ -79,3 +79,17 @@ def test_a_fixed_temperature_divides_the_logits() -> None:
 def test_bad_temperature_is_a_clear_error(bad: object) -> None:
     with pytest.raises(ValueError, match="temperature"):
         RelEx(bn_dropout_net()).attribute(X, target=Y, temperature=bad, n_iter=1)
+
+
+def test_the_default_preset_cools_confident_examples_and_the_papers_do_not() -> None:
+    """``temperature="preset"`` (the default) is ``"auto"`` for the default preset and the
+    paper's raw softmax (None) for "code" and "supplementary"."""
+    confident = Scaled(bn_dropout_net(classes=3), 200.0)
+    auto, raw = _masks(confident, temperature="auto"), _masks(confident, temperature=None)
+    assert (auto - raw).abs().max() > 1e-3  # the two differ on this model
+    torch.testing.assert_close(_masks(confident), auto, rtol=0, atol=0)
+    for preset in ("code", "supplementary"):
+        torch.testing.assert_close(
+            _masks(confident, preset=preset), _masks(confident, preset=preset, temperature=None),
+            rtol=0, atol=0,
+        )  # fmt: skip
