@@ -229,10 +229,11 @@ def adversarial_stability(settings: ClaimSettings) -> Outcome:
     metrics, or at least one baseline on both; "does not hold" otherwise.
 
     Result at size="default" (8 images, PGD flips 3 of them; run of 2026-12-07, RelEx's mask
-    starting at 0.005 everywhere, antithetic noisy copies), top-10 % / Spearman: RelEx 0.81 /
-    0.90, Saliency 0.67 / 0.77, IntegratedGradients 0.83 / 0.88, SmoothGrad 0.86 / 0.98:
-    "partly" (RelEx beats Saliency on both, IG on Spearman only). Noise floor, two clean seeds:
-    RelEx 0.81 / 0.88, SmoothGrad 0.70 / 0.91. With independent copies the same day: RelEx
+    starting at 0.005 everywhere, antithetic noisy copies, ``temperature="auto"``), top-10 % /
+    Spearman: RelEx 0.80 / 0.90, Saliency 0.67 / 0.77, IntegratedGradients 0.83 / 0.88,
+    SmoothGrad 0.86 / 0.98: "partly" (RelEx beats Saliency on both, IG on Spearman only). Noise
+    floor, two clean seeds: RelEx 0.81 / 0.88, SmoothGrad 0.70 / 0.91. With the paper's raw
+    softmax the same day: RelEx 0.81 / 0.90, the same floor. With independent copies: RelEx
     0.79 / 0.89, floor 0.79 / 0.86; with the papers' random start U[0, 0.01) as well: RelEx
     0.81 / 0.91, floor 0.74 / 0.79 (the start moves the floor, not the attacked maps, which
     share the seed and hence the start). An earlier run (another training of small_cnn) gave
