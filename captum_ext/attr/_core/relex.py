@@ -864,7 +864,8 @@ def _check_temperature(temperature: Any) -> None:
         isinstance(temperature, (int, float)) and 0 < temperature < float("inf")
     ):
         raise ValueError(
-            f"temperature must be None, 'auto' or a finite number > 0, got {temperature!r}"
+            "temperature must be 'preset', None, 'auto' or a finite number > 0, "
+            f"got {temperature!r}"
         )
 
 
