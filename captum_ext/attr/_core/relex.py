@@ -430,8 +430,7 @@ class RelEx(NoAttributeFuture, GradientAttribution):
         antithetic = knobs["antithetic"] if antithetic is None else antithetic
         if not isinstance(antithetic, bool):
             raise TypeError(f"antithetic must be a bool or None, got {type(antithetic).__name__}")
-        if isinstance(temperature, str) and temperature == "preset":
-            temperature = knobs["temperature"]
+        temperature = knobs["temperature"] if temperature == "preset" else temperature
         _check_temperature(temperature)
         num = inputs_t[0].shape[0]
         rows = num * 2 * n_samples
