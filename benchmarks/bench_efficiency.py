@@ -49,6 +49,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 
 from captum_ext.attr import CASO, LEG, LEGTV, RelEx, leg_saliency_map
+from captum_ext.attr._core.relex import PRESETS as RELEX_PRESETS
 from captum_ext.benchmark import SyntheticShapes, train
 
 #: The issue's goal, and a lower level every estimator reaches within the budgets.
@@ -172,7 +173,12 @@ def relex_variants(model, x, y, cost) -> tuple[Tensor, list[Variant]]:
     budgets = [12, 25, 50, 100]
     return ref, [
         Variant("independent copies", budgets, lambda n, s: call(n, s, False), passes),
-        Variant("default (antithetic, avg 0.5)", budgets, call, passes),
+        Variant(
+            f"default (antithetic, avg {RELEX_PRESETS['default']['average_from']})",
+            budgets,
+            call,
+            passes,
+        ),
     ]
 
 

@@ -70,11 +70,12 @@ LEG_FAST_STEIN_DRAWS = 64
 
 #: RelEx's ``fast`` preset above 64 x 64: all 50 steps of the default, 2 noisy copies each.
 #: The steps matter, the copies hardly (the noise is redrawn every step and the result averages
-#: the second half's masks). On the trained ResNet-18 at 224 x 224 (one image, one CPU thread
-#: beside other work), against the mean of two default runs (which agree with each other at
-#: Spearman 0.89): 50 x 2 gives 0.87 (seed-to-seed 0.84) in 17 s, 50 x 3 0.89, 40 x 4 0.85,
-#: 32 x 3 0.61, while the previous 20 x 8 gave 0.42 (seed-to-seed 0.48) in 28 s
-#: (``benchmarks/bench_efficiency.py --size 224 --methods RelEx --presets-only``).
+#: the masks of the last four fifths of the steps). On the trained ResNet-18 at 224 x 224 (one
+#: image, one CPU thread beside other work), against the mean of four default runs: 50 x 2
+#: gives Spearman 0.92 in 15.7 s, the earlier 20 x 8 0.87 in 24.6 s
+#: (``benchmarks/bench_efficiency.py --size 224 --methods RelEx --presets-only``). Measured
+#: when the default averaged the second half (reference: two default runs, which agreed at
+#: 0.89): 50 x 2 0.87, 50 x 3 0.89, 40 x 4 0.85, 32 x 3 0.61, 20 x 8 0.42.
 RELEX_FAST = {"n_iter": 50, "n_samples": 2}
 
 

@@ -215,7 +215,7 @@ def test_matches_independent_reference_loop() -> None:
         torch.testing.assert_close(ours[i], ref, rtol=0, atol=2e-4)
         ref = _reference_relex(
             model, x[i], target[i], _gens(7 + i)[0], n_samples=6, momentum=0.9,
-            average_from=0.5, init="constant", antithetic=True, **kw,
+            average_from=0.2, init="constant", antithetic=True, **kw,
         )  # fmt: skip
         torch.testing.assert_close(default[i], ref, rtol=0, atol=2e-4)
         last = _reference_relex(
@@ -274,7 +274,9 @@ def test_localises_on_region_only_model() -> None:
     gradient is lambda1*sign(m), so outside entries can only shrink from their U[0, 0.01) start,
     while inside entries are pushed to 1: the outside mass is < 55 * 0.01 = 0.55 against up to 9
     inside, so at least ~94% of the mass must lie inside; we assert 90%. (Deleting to 0: with
-    the default mean-colour baseline, inside pixels darker than the mean lower the score.)"""
+    the default mean-colour baseline, inside pixels darker than the mean lower the score.)
+    The default length of 50 steps: the default average starts at a fifth of the steps, and
+    after 20 steps it would still hold the climb to 1 (inside entries from 0.83)."""
     weight = torch.zeros(1, 8, 8)
     weight[0, 2:5, 3:6] = 1.0
     region = weight[0] > 0
@@ -285,7 +287,7 @@ def test_localises_on_region_only_model() -> None:
 
     x = 0.5 + 0.5 * _inputs(4, shape=(1, 8, 8))
     masks = RelEx(model).attribute(
-        x, target=1, n_iter=20, n_samples=4, generator=_gens(0, 1, 2, 3), baselines=0.0
+        x, target=1, n_samples=4, generator=_gens(0, 1, 2, 3), baselines=0.0
     )
     assert masks.min() >= 0 and masks.max() <= 1
     inside = masks[:, 0, region].sum(1) / masks.flatten(1).sum(1)
