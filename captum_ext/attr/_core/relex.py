@@ -219,8 +219,8 @@ class RelEx(NoAttributeFuture, GradientAttribution):
     agree with a Spearman correlation of 0.70 after 50 steps and no better when run longer,
     while the masks of one seed after 50 and 200 steps agree at 0.60. By default the result is
     therefore the mean of the masks after steps 11 to 50 (``average_from=0.2``, Polyak-Ruppert
-    averaging). Averaging the second half (``average_from=0.5``, the default until
-    captum-ext 2026-12) gave 0.86 between seeds at the same cost on those 8 images (0.72
+    averaging). Averaging the second half (``average_from=0.5``, the previous
+    default) gave 0.86 between seeds at the same cost on those 8 images (0.72
     against 0.66 on another training of the same small_cnn configuration) and on 48 images
     0.84 against 0.76, pointing game 0.88 against 0.84, energy in the object 4.0x its area
     against 4.2x. Starting the average at a fifth of the steps helps most at 224 x 224, where
