@@ -70,10 +70,11 @@ LEG_FAST_STEIN_DRAWS = 64
 
 #: RelEx's ``fast`` preset above 64 x 64: all 50 steps of the default, 2 noisy copies each.
 #: The steps matter, the copies hardly (the noise is redrawn every step and the result averages
-#: the masks of the last four fifths of the steps). On the trained ResNet-18 at 224 x 224 (one
-#: image, one CPU thread beside other work), against the mean of four default runs: 50 x 2
-#: gives Spearman 0.92 in 15.7 s, the earlier 20 x 8 0.87 in 24.6 s
-#: (``benchmarks/bench_efficiency.py --size 224 --methods RelEx --presets-only``). Measured
+#: the masks of the last four fifths of the steps). On the trained ResNet-18 at 224 x 224 (two
+#: images, two CPU threads beside other work), against the mean of four default runs: 50 x 2
+#: gives Spearman 0.93 (Pearson 0.997) in 6.5 s per image, the earlier 20 x 8 0.86 (0.97) in
+#: 12.0 s, 50 x 4 0.95, one default run (50 x 16) 0.97; on two other images 50 x 2 0.96, 50 x 4 0.98
+#: (``benchmarks/bench_efficiency.py --size 224 --images 2 --methods RelEx``). Measured
 #: when the default averaged the second half (reference: two default runs, which agreed at
 #: 0.89): 50 x 2 0.87, 50 x 3 0.89, 40 x 4 0.85, 32 x 3 0.61, 20 x 8 0.42.
 RELEX_FAST = {"n_iter": 50, "n_samples": 2}

@@ -108,6 +108,16 @@ class LEG(_LEGBase):
     :class:`DegenerateAttributionWarning` is raised when it falls under 5 % or when the
     output does not move at all (a saturated softmax: explain logits).
 
+    IntegratedGradients points at the benchmark's objects more often (48 correctly classified
+    small_cnn images, signed maps: IG 0.96, LEG 0.73, LEG-TV 0.69), and its lead is its
+    multiplication by the input, since the benchmark draws its objects brighter than the
+    background: without it (the path-mean gradient, IG / x) IG scores 0.71, and the plain
+    gradient goes from 0.58 to 0.98 when multiplied by the input. LEG estimates a gradient, as
+    the paper defines it, and its pointing game is that of the quantity, not of the
+    estimate's noise: 512 perturbed gradients (``estimator="stein"``) also give 0.73, other
+    grids less (0.53 on 8 x 8, 0.60 on 32 x 32) and ``sigma`` 0.05 / 0.2 0.71 / 0.77 on the
+    16 x 16 grid; LEG and LEG-TV multiplied by the input score 0.79.
+
     By default every model evaluation adds one draw per grid cell to all channels of the cell
     and to every input tensor's own grid; with ``channels="independent"`` each channel gets its
     own draw and estimate (so channels do not bias each other). All examples of a batch see
