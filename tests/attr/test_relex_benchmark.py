@@ -19,7 +19,7 @@ N_IMAGES = 6
 @pytest.fixture(scope="module")
 def default_masks(shapes_model, shapes_32_correct) -> dict[bool, torch.Tensor]:
     """``RelEx(model).attribute(images, target=labels)`` with every default, per ``saturate``
-    (computed once: the localisation and the stripe tests read the same masks).
+    (computed once: the localisation and the saturated-wrapper tests read the same masks).
 
     The default generator is seeded from ``torch.initial_seed()``, which a module fixture
     would inherit from whichever test ran before it; the global seed is fixed here (0, the
@@ -67,6 +67,10 @@ def test_default_relex_localises_the_object(
     assert pointing_game(relex, masks).mean() >= pointing_game(bar, masks).mean()
 
 
+def _seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
 def _line_peak(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per image: the largest mean of a row or column that does not cross the object, over the
     map's mean (a stripe along a border scores 2-3; a clean background about 1)."""
@@ -79,16 +83,19 @@ def _line_peak(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def test_default_baseline_removes_the_border_stripes_of_deleting_to_black(
-    shapes_model, shapes_32_correct, default_masks
+    shapes_model, shapes_32_correct
 ) -> None:
     """Deleting to 0 draws dark edges into the masked copies and the masks pick up stripes
     along the image borders that Saliency, IG and Occlusion do not show; the default deletes to
-    each image's mean colour (measured on 12 images: line peak 1.76 -> 1.52, 2.9 -> 1.8 on the
-    worst)."""
+    each image's mean colour (measured on these 12 images: line peak 1.76 -> 1.52, 2.9 -> 1.8
+    on the worst, with one training of small_cnn; 1.60 -> 1.50, 2.36 -> 1.97 with another,
+    seed 0). The effect is smaller than the spread between images, so the test takes all 12,
+    the images it was measured on: the first 6 alone reverse on the second training (1.57 vs
+    1.63). Both runs are seeded (0), so the check does not depend on the test order."""
     model = shapes_model.model.eval()
-    images, labels, masks = (t[:N_IMAGES] for t in shapes_32_correct)
-    default = default_masks[False]
-    black = RelEx(model).attribute(images, target=labels, baselines=0.0)
+    images, labels, masks = shapes_32_correct
+    default = RelEx(model).attribute(images, target=labels, generator=_seeded())
+    black = RelEx(model).attribute(images, target=labels, baselines=0.0, generator=_seeded())
     assert _line_peak(default, masks).mean() < _line_peak(black, masks).mean()
     assert _line_peak(default, masks).max() < _line_peak(black, masks).max()
 
